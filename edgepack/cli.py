@@ -1,0 +1,254 @@
+"""The command line: parse, call, print (text, or one JSON document with --json).
+
+This is the only place that turns an EdgepackError into a one-line message and an exit code.
+Heavy backends are imported by the commands that need them, never at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_USAGE, EdgepackError, PlanError
+
+MODEL_HELP = "Hugging Face model directory (default: the embedded SmolLM2-135M-Instruct)."
+
+
+def _model_options(fn):
+    fn = click.option("--model", "model", metavar="PATH", help=MODEL_HELP)(fn)
+    fn = click.option(
+        "--allow-pickle",
+        is_flag=True,
+        help="Read .bin/.pt checkpoints (torch.load with weights_only=True) when no safetensors.",
+    )(fn)
+    fn = click.option(
+        "--trust-remote-code",
+        is_flag=True,
+        help="Allow a model that needs its own Python code (config.json auto_map).",
+    )(fn)
+    return fn
+
+
+def _json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(fn)
+
+
+def _facts(model, allow_pickle, trust_remote_code):
+    from .model import inspect_model
+
+    if model is None:
+        from .demo import default_model_dir
+
+        model = default_model_dir()
+    return inspect_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to stdout (Python or C level) to stderr for the block."""
+    sys.stdout.flush()
+    saved, previous = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = previous
+
+
+def _emit(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgepack")
+def cli():
+    """Plan, export and bundle a Hugging Face model for a device profile."""
+
+
+@cli.command()
+@_json_option
+def targets(as_json):
+    """List the built-in device profiles."""
+    from .profiles import builtin_profiles
+    from .tables import targets_table
+
+    profiles = builtin_profiles()
+    if as_json:
+        _emit([p.to_dict() for p in profiles])
+    else:
+        click.echo(targets_table(profiles))
+
+
+@cli.command()
+@_model_options
+@_json_option
+def inspect(model, allow_pickle, trust_remote_code, as_json):
+    """Model facts from config.json and safetensors headers, without loading weights."""
+    from .tables import facts_text
+
+    facts = _facts(model, allow_pickle, trust_remote_code)
+    if as_json:
+        _emit(facts.to_dict())
+    else:
+        click.echo(facts_text(facts))
+
+
+@cli.command()
+@_model_options
+@click.option("--target", required=True, metavar="NAME|FILE", help="Built-in profile or file.")
+@_json_option
+def plan(model, allow_pickle, trust_remote_code, target, as_json):
+    """Choose student size x format x precision for a target, with the arithmetic shown."""
+    from .planner import plan as make_plan
+    from .profiles import load_profile
+    from .tables import plan_text
+
+    profile = load_profile(target)
+    facts = _facts(model, allow_pickle, trust_remote_code)
+    result = make_plan(facts, profile)
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        click.echo(plan_text(result))
+    if result.chosen is None:
+        raise PlanError(result.needs["message"], plan=result)
+
+
+@cli.command()
+@_model_options
+@click.option(
+    "--target",
+    "targets",
+    required=True,
+    multiple=True,
+    metavar="NAME|FILE",
+    help="Built-in profile or profile file; repeat for several bundles.",
+)
+@click.option("--format", "format_name", help="Override the plan: gguf, openvino or onnx.")
+@click.option("--precision", help="Override the plan: fp16, int8, int4 or a format's own name.")
+@click.option("--out", default="bundles", show_default=True, type=click.Path(), help="Where.")
+@click.option("--no-check", is_flag=True, help="Skip running the bundle's check on this host.")
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Export and measure the plan's best K candidates; keep the best measured one.",
+)
+@click.option(
+    "--eval-data",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Evaluation text for measured quality (default: the built-in one).",
+)
+@_json_option
+def build(
+    model,
+    allow_pickle,
+    trust_remote_code,
+    targets,
+    format_name,
+    precision,
+    out,
+    no_check,
+    candidates,
+    eval_data,
+    as_json,
+):
+    """Plan, export, validate and write a self-contained bundle per target."""
+    from pathlib import Path
+
+    from .build import build as run_build
+    from .profiles import load_profile
+    from .tables import build_text
+
+    profiles = [load_profile(t) for t in targets]
+    facts = _facts(model, allow_pickle, trust_remote_code)
+    with _stdout_to_stderr():  # exporters and their libraries print; stdout is for the result
+        results = run_build(
+            Path(facts.path),
+            facts,
+            profiles,
+            Path(out),
+            format_name,
+            precision,
+            trust_remote_code=trust_remote_code,
+            run_check=not no_check,
+            eval_data=Path(eval_data) if eval_data else None,
+            candidates=candidates,
+        )
+    if as_json:
+        _emit({"bundles": [r.__dict__ for r in results]})
+    else:
+        click.echo(build_text(results))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target", metavar="NAME|FILE", help="Check against this profile's budgets.")
+@click.option("--keep", is_flag=True, help="Keep the directory a tarball was unpacked into.")
+@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads for the check.")
+@click.option("--repetitions", type=click.IntRange(min=1), help="Timed runs (check default: 5).")
+@_json_option
+def verify(bundle, target, keep, threads, repetitions, as_json):
+    """Check a bundle (directory or .tar.gz): integrity, golden outputs, budgets."""
+    from pathlib import Path
+
+    from .profiles import load_profile
+    from .tables import check_text
+    from .verify import verify as run_verify
+
+    profile = load_profile(target) if target else None
+    check_args = []
+    if threads:
+        check_args += ["--threads", str(threads)]
+    if repetitions:
+        check_args += ["--repetitions", str(repetitions)]
+    report = run_verify(Path(bundle), profile, keep=keep, check_args=check_args)
+    if as_json:
+        _emit(report)
+    else:
+        click.echo(check_text(report))
+    code = report.get("exit_code", 2)
+    if code:
+        sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_USAGE if exc.exit_code != 0 else 0
+    except EdgepackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported as one
+        if os.environ.get("EDGEPACK_DEBUG"):
+            traceback.print_exc()
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(set EDGEPACK_DEBUG=1 for the traceback and report it)",
+            err=True,
+        )
+        code = EXIT_INTERNAL
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

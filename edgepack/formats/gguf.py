@@ -1,0 +1,697 @@
+"""GGUF for llama.cpp: llama.cpp's own converter, then llama.cpp's own quantizer.
+
+1. HF directory -> f16 GGUF with `convert_hf_to_gguf` (the `convert-hf-to-gguf` package, run as a
+   subprocess: it imports torch and transformers, and a failure there must not take the build
+   down). The f16 file is the base of every quantization: it is converted once per source model
+   and process, kept in a private temp dir and reused by the next export of the same model.
+2. f16 -> q8_0 / q6_k / q5_k_m / q4_k_m / q4_0 with `llama_cpp.llama_model_quantize`, one
+   subprocess per quantization (a second call in one process has aborted, FACTS.md). Its log is
+   captured: k-quants need rows of 256 columns and llama.cpp silently falls back to q5_0/q8_0
+   for narrower ones (every matrix of SmolLM2-135M, hidden size 576); the fallbacks are counted
+   and recorded.
+   With a calibration text (edgepack.calibration), the quantizer gets an importance matrix: the
+   mean squared activation entering every input column of every block matrix, which llama.cpp's
+   k-quant and q4_0 quantizers use to weight their rounding error. llama-cpp-python ships no
+   `llama-imatrix` tool, so edgepack collects it as that tool does (its `collect_imatrix`): the
+   f16 GGUF runs the calibration samples in llama.cpp with an eval callback (`cb_eval`) that
+   reads the F32 input of every MUL_MAT whose weight is a `blk.*` tensor. The callback reads
+   ggml_tensor fields through a ctypes mirror of ggml.h's struct, which is checked against
+   ggml's own accessors (ggml_get_name, ggml_get_data, ggml_nelements, ggml_tensor_overhead)
+   before any value is used: a different ggml layout fails the export instead of collecting
+   garbage. The matrix goes to `llama_model_quantize` through `params.imatrix` (the C struct
+   array of this llama.cpp version), and its provenance into the GGUF's `quantize.imatrix.*`
+   metadata, as llama-quantize writes it. q8_0 and f16 do not use it (data-free).
+   q4_k_m_mixed: q4_k_m with the first and the last block and the token embedding / output
+   at q8_0 (`params.tt_overrides`, `token_embedding_type`, `output_tensor_type`).
+3. The result is checked before it is handed out: the tokenizer, its special tokens and the chat
+   template must be inside the GGUF, and the file must load and run in llama.cpp in a child
+   process (a bad tokenizer aborts llama.cpp at load, which must not kill the caller).
+
+The artifact directory holds `model.gguf` plus config.json (and generation_config.json when the
+source has one) so that the on-device kit knows the model's kind and end-of-sequence tokens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from .. import calibration as cal
+from ..errors import ExportError, UnsupportedModelError
+from ..model import ModelFacts
+from .base import Artifact, Progress, check_supported
+from .registry import FORMATS, Precision
+
+FORMAT = "gguf"
+RUNTIME = "llama.cpp"
+MODEL_FILE = "model.gguf"
+CONVERTER = "convert-hf-to-gguf"
+# The registry precision -> llama.cpp's file type (llama.h `enum llama_ftype`).
+FTYPES = {
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q4_k_m_mixed": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+}
+# mixed precisions: the ggml type of the first and last block, the token embedding and output
+MIXED_KEEP = {"q4_k_m_mixed": "q8_0"}
+IMATRIX_SAMPLES = 32  # calibration windows of IMATRIX_TOKENS source-tokenizer tokens
+IMATRIX_TOKENS = 128
+IMATRIX_TIMEOUT_S = 3 * 3600
+BASE_PRECISION = "f16"
+# Precisions llama.cpp was seen to run for a BERT encoder (all-MiniLM-L6-v2, embedding cosine
+# to the fp32 reference: f16 1.0000, q8_0 0.9995, q6_k 0.9990, q5_k_m 0.9935, q4_k_m 0.9896,
+# q4_0 0.9647).
+ENCODER_PRECISIONS = frozenset({"f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"})
+# tokenizer.json model -> the tokenizer.ggml.model llama.cpp needs for it. A byte-level BPE
+# written as "llama" (SentencePiece) makes llama.cpp abort at load (FACTS.md).
+EXPECTED_TOKENIZER = {"BPE": "gpt2", "WordPiece": "bert"}
+CONVERT_TIMEOUT_S = 3 * 3600
+QUANTIZE_TIMEOUT_S = 3 * 3600
+LOAD_TIMEOUT_S = 600
+
+_QUANTIZE_SCRIPT = """
+import ctypes, json, sys
+import llama_cpp
+src, dst, ftype, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, ftype)
+keep = []  # everything the C structs point to stays alive until the quantizer returns
+for field in ("token_embedding_type", "output_tensor_type"):
+    if options.get(field):
+        setattr(params, field, getattr(llama_cpp, "GGML_TYPE_" + options[field].upper()))
+if options.get("overrides"):
+    arr = (llama_cpp.llama_model_tensor_override * (len(options["overrides"]) + 1))()
+    for i, (pattern, typ) in enumerate(options["overrides"]):
+        keep.append(pattern.encode())
+        arr[i].pattern = keep[-1]
+        arr[i].type = getattr(llama_cpp, "GGML_TYPE_" + typ.upper())
+    arr[-1].pattern = None  # terminator
+    params.tt_overrides = arr
+if options.get("imatrix"):
+    import numpy as np
+    with np.load(options["imatrix"]) as data:
+        names = sorted(k for k in data.files if not k.startswith("__"))
+        arr = (llama_cpp.llama_model_imatrix_data * (len(names) + 1))()
+        for i, name in enumerate(names):
+            values = np.ascontiguousarray(data[name], dtype=np.float32)
+            keep += [values, name.encode()]
+            arr[i].name = keep[-1]
+            arr[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            arr[i].size = values.size
+    arr[-1].name = None  # terminator
+    params.imatrix = arr
+if options.get("kv"):
+    arr = (llama_cpp.llama_model_kv_override * (len(options["kv"]) + 1))()
+    for i, (key, value) in enumerate(options["kv"]):
+        arr[i].key = key.encode()
+        if isinstance(value, int):
+            arr[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+            arr[i].value.val_i64 = value
+        else:
+            arr[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+            arr[i].value.val_str = str(value).encode()[:127]
+    arr[-1].key = b""  # terminator
+    params.kv_overrides = arr
+sys.exit(1 if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params) else 0)
+"""
+
+# llama-imatrix's collection (tools/imatrix/imatrix.cpp, collect_imatrix) through llama.cpp's
+# eval callback: per block weight, the sum of squared F32 input activations per input column
+# and the number of rows (tokens) seen. Saved as mean = sum / count, what llama-quantize
+# passes to the quantizer.
+_IMATRIX_SCRIPT = """
+import ctypes, json, os, sys, time
+import numpy as np
+import llama_cpp
+from llama_cpp import _ggml
+
+gguf_path, samples_path, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
+lib = _ggml.libggml
+MAX_DIMS, MAX_SRC, MAX_OP_PARAMS, MAX_NAME = 4, 10, 64, 64  # ggml.h
+
+
+class Tensor(ctypes.Structure):  # ggml.h struct ggml_tensor
+    pass
+
+
+Tensor._fields_ = [
+    ("type", ctypes.c_int),
+    ("buffer", ctypes.c_void_p),
+    ("ne", ctypes.c_int64 * MAX_DIMS),
+    ("nb", ctypes.c_size_t * MAX_DIMS),
+    ("op", ctypes.c_int),
+    ("op_params", ctypes.c_int32 * (MAX_OP_PARAMS // 4)),
+    ("flags", ctypes.c_int32),
+    ("src", ctypes.POINTER(Tensor) * MAX_SRC),
+    ("view_src", ctypes.POINTER(Tensor)),
+    ("view_offs", ctypes.c_size_t),
+    ("data", ctypes.c_void_p),
+    ("name", ctypes.c_char * MAX_NAME),
+    ("extra", ctypes.c_void_p),
+    ("padding", ctypes.c_char * 8),
+]
+for fn, restype, argtypes in (
+    ("ggml_get_name", ctypes.c_void_p, [ctypes.c_void_p]),
+    ("ggml_op_desc", ctypes.c_char_p, [ctypes.c_void_p]),
+    ("ggml_nbytes", ctypes.c_size_t, [ctypes.c_void_p]),
+    ("ggml_nelements", ctypes.c_int64, [ctypes.c_void_p]),
+    ("ggml_get_data", ctypes.c_void_p, [ctypes.c_void_p]),
+    ("ggml_tensor_overhead", ctypes.c_size_t, []),
+    ("ggml_backend_tensor_get", None, [ctypes.c_void_p] * 2 + [ctypes.c_size_t] * 2),
+):
+    f = getattr(lib, fn)
+    f.restype, f.argtypes = restype, argtypes
+
+GGML_TYPE_F32 = 0
+sums, counts, state = {}, {}, {"checked": False, "error": None, "mul_mat": None}
+if lib.ggml_tensor_overhead() != ctypes.sizeof(Tensor) + 32:  # + sizeof(struct ggml_object)
+    state["error"] = "ggml_tensor_overhead %d != %d" % (
+        lib.ggml_tensor_overhead(), ctypes.sizeof(Tensor) + 32)
+
+
+def layout_ok(addr, t):
+    return (
+        lib.ggml_get_name(addr) == addr + Tensor.name.offset
+        and (lib.ggml_get_data(addr) or 0) == (t.data or 0)
+        and lib.ggml_nelements(addr) == int(np.prod([t.ne[i] for i in range(MAX_DIMS)]))
+    )
+
+
+def collect(ptr, ask, user_data):
+    try:
+        if state["error"]:
+            return False
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        t = ctypes.cast(ptr, ctypes.POINTER(Tensor)).contents
+        if not state["checked"]:
+            if not layout_ok(addr, t):
+                state["error"] = "ggml_tensor layout differs from ggml.h as mirrored"
+                return False
+            state["checked"] = True
+        if state["mul_mat"] is None:
+            if lib.ggml_op_desc(addr) != b"MUL_MAT":
+                return False
+            state["mul_mat"] = t.op
+        if t.op != state["mul_mat"] or not t.src[0] or not t.src[1]:
+            return False
+        w, x = t.src[0].contents, t.src[1].contents
+        name = w.name.decode(errors="replace")
+        if ask:  # as llama-imatrix: block weights, F32 inputs, batches of 16+ rows
+            return name.startswith("blk.") and x.type == GGML_TYPE_F32 and x.ne[1] >= 16
+        x_addr = ctypes.addressof(x)
+        if not layout_ok(x_addr, x):
+            state["error"] = "ggml_tensor layout differs for " + name
+            return False
+        size = lib.ggml_nbytes(x_addr)
+        buf = (ctypes.c_char * size)()
+        lib.ggml_backend_tensor_get(x_addr, buf, 0, size)
+        rows = np.lib.stride_tricks.as_strided(
+            np.frombuffer(buf, np.float32),
+            shape=tuple(x.ne[i] for i in reversed(range(MAX_DIMS))),
+            strides=tuple(x.nb[i] for i in reversed(range(MAX_DIMS))),
+        ).reshape(-1, x.ne[0]).astype(np.float64)
+        sums[name] = sums.get(name, 0.0) + (rows * rows).sum(0)
+        counts[name] = counts.get(name, 0) + rows.shape[0]
+        return True
+    except Exception as exc:  # a callback must not raise into C
+        state["error"] = "%s: %s" % (type(exc).__name__, exc)
+        return False
+
+
+callback = llama_cpp.ggml_backend_sched_eval_callback(collect)
+samples = json.load(open(samples_path))
+llama_cpp.llama_backend_init()
+model = llama_cpp.llama_model_load_from_file(
+    gguf_path.encode(), llama_cpp.llama_model_default_params())
+if not model:
+    sys.exit("llama.cpp could not load " + gguf_path)
+cparams = llama_cpp.llama_context_default_params()
+cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = max(len(s) for s in samples)
+cparams.n_threads = cparams.n_threads_batch = os.cpu_count() or 1
+cparams.cb_eval = callback
+ctx = llama_cpp.llama_init_from_model(model, cparams)
+start = time.perf_counter()
+for sample in samples:
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    batch = llama_cpp.llama_batch_init(len(sample), 0, 1)
+    for i, token in enumerate(sample):  # every position outputs: the last block sees all rows
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, True
+        batch.seq_id[i][0] = 0
+    batch.n_tokens = len(sample)
+    rc = llama_cpp.llama_decode(ctx, batch)
+    llama_cpp.llama_batch_free(batch)
+    if rc != 0:
+        sys.exit("llama_decode failed with %d" % rc)
+    if state["error"]:
+        sys.exit("importance matrix collection failed: " + state["error"])
+if not sums:
+    sys.exit("importance matrix collection saw no block MUL_MAT")
+np.savez(out_path, **{k: (sums[k] / counts[k]).astype(np.float32) for k in sums})
+print(json.dumps({
+    "entries": len(sums),
+    "names": sorted(sums),
+    "rows_min": min(counts.values()),
+    "collect_s": round(time.perf_counter() - start, 2),
+}))
+"""
+
+_LOAD_SCRIPT = """
+import json, sys
+import llama_cpp
+path, encoder = sys.argv[1], sys.argv[2] == "1"
+llm = llama_cpp.Llama(model_path=path, n_ctx=128, embedding=encoder, verbose=False)
+ids = llm.tokenize(b"Hello world", add_bos=encoder, special=False)
+if encoder:
+    llm.embed("Hello world")
+else:
+    llm.eval(ids)
+print(json.dumps({"n_vocab": llm.n_vocab(), "hello_ids": ids, "metadata": llm.metadata}))
+"""
+
+_FALLBACK = re.compile(r"required for type\s+(\w+)\)\s*->\s*falling back to\s+(\w+)")
+_FALLBACK_TOTAL = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+_QUANT_SIZE = re.compile(r"quant size\s*=\s*([\d.]+) MiB \(([\d.]+) BPW\)")
+# per-tensor lines of the converter ("blk.0.attn_q.weight, torch.float32 --> F16, shape = ...")
+# and of the quantizer ("[ 5/ 272] blk.0.attn_q.weight - [...], type = f16, converting to q5_0")
+_CONVERTED = re.compile(r"-->\s*(\w+), shape")
+_QUANTIZED = re.compile(
+    r"^\[\s*\d+/\s*\d+\]\s+\S+\s+-.*?type =\s*(\w+)(?:, converting to (\w+))?", re.M
+)
+
+
+def check(facts: ModelFacts, precision: Precision) -> None:
+    """Refuse, before any work, what llama.cpp's converter or runtime cannot handle."""
+    if facts.kind not in ("decoder", "encoder"):
+        raise UnsupportedModelError(f"{facts.architecture} is neither a decoder nor an encoder")
+    check_supported(facts, FORMAT)
+    names = [p.name for p in FORMATS[FORMAT].precisions]
+    if precision.name not in names:
+        raise UnsupportedModelError(
+            f"format gguf has no precision {precision.name!r}; choose one of {', '.join(names)}"
+        )
+    if facts.kind == "encoder" and precision.name not in ENCODER_PRECISIONS:
+        raise UnsupportedModelError(
+            f"llama.cpp does not run {facts.model_type} encoders at {precision.name}; choose one "
+            f"of {', '.join(sorted(ENCODER_PRECISIONS))}"
+        )
+
+
+def export(
+    model_dir: Path,
+    facts: ModelFacts,
+    precision: Precision,
+    out: Path,
+    progress: Progress,
+    *,
+    calibration: str | None = None,
+) -> Artifact:
+    """`calibration`: the calibration text; the low-bit types then quantize with an importance
+    matrix computed on it (see the module docstring)."""
+    check(facts, precision)
+    model_dir, out = Path(model_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise ExportError(f"export directory {out} is not empty; give a new or empty directory")
+    base, base_details = f16_base(model_dir, progress)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-work-", dir=out.parent))
+    try:
+        target = work / MODEL_FILE
+        details = {
+            "converter": f"{CONVERTER} {_version(CONVERTER)}",
+            "llama_cpp_python": _version("llama-cpp-python"),
+            **base_details,
+        }
+        if precision.name == BASE_PRECISION:
+            progress("copying the f16 GGUF")
+            shutil.copyfile(base, target)
+            details |= {
+                "quant_type": "F16",
+                "llama_ftype": "LLAMA_FTYPE_MOSTLY_F16",
+                "quant_fallbacks": 0,
+                "calibration": {"used": False, "method": "data-free"},
+            }
+        else:
+            options, record = {}, {"used": False, "method": "data-free"}
+            text = cal.effective(precision.calibration, calibration)
+            if facts.kind != "decoder":
+                text = None  # the collection decodes causally; encoders stay data-free
+            if text is not None:
+                imatrix, summary = importance_matrix(base, model_dir, text, progress)
+                options["imatrix"] = str(imatrix)
+                options["kv"] = [
+                    ["quantize.imatrix.file", f"edgepack-calibration-{cal.digest(text)[:16]}"],
+                    ["quantize.imatrix.dataset", cal.describe(text)["text"]],
+                    ["quantize.imatrix.entries_count", summary["entries"]],
+                    ["quantize.imatrix.chunks_count", summary["samples"]],
+                ]
+                record = {
+                    "used": True,
+                    **cal.describe(text),
+                    "samples": summary["samples"],
+                    "sample_tokens": IMATRIX_TOKENS,
+                    "method": "llama.cpp importance matrix (llama-imatrix's collection through "
+                    "the cb_eval callback on the f16 GGUF)",
+                    "imatrix_entries": summary["entries"],
+                    "imatrix_missing": summary["missing"],
+                    "imatrix_s": summary["collect_s"],
+                    "imatrix_reused": summary["reused"],
+                }
+            if precision.name in MIXED_KEEP:
+                options |= mixed_options(precision.name, facts)
+            details |= quantize(base, target, precision.name, progress, options)
+            details["calibration"] = record
+            if "overrides" in options:
+                details["mixed"] = {
+                    "base_type": "q4_k_m",
+                    "kept_type": MIXED_KEEP[precision.name],
+                    "kept": [pattern for pattern, _ in options["overrides"]]
+                    + ["token_embd", "output"],
+                }
+        progress("loading the GGUF in llama.cpp and checking its metadata")
+        details |= check_gguf(target, model_dir, facts)
+        details["file_bytes"] = target.stat().st_size
+        shutil.move(str(target), out / MODEL_FILE)
+        for name in ("config.json", "generation_config.json"):
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, out / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Artifact(FORMAT, precision.name, RUNTIME, out, facts.kind, details)
+
+
+# -- the f16 base, converted once per model and process ---------------------------------------
+
+_BASES: dict[str, tuple[Path, dict]] = {}
+
+
+def f16_base(model_dir: Path, progress: Progress) -> tuple[Path, dict]:
+    """The f16 GGUF of model_dir and its details, converted on first use and then reused.
+
+    Only the latest model's base is kept (one f16 copy on disk at a time), in a private temp
+    dir that is deleted when another model comes or the process exits.
+    """
+    key = _source_key(model_dir)
+    hit = _BASES.get(key)
+    if hit is not None and hit[0].is_file():
+        progress("reusing the f16 GGUF converted earlier in this run")
+        return hit[0], {**hit[1], "f16_reused": True}
+    drop_bases()
+    cache = Path(tempfile.mkdtemp(prefix="edgepack-gguf-f16-"))
+    path = cache / "model-f16.gguf"
+    try:
+        details = convert(model_dir, path, progress)
+    except BaseException:
+        shutil.rmtree(cache, ignore_errors=True)
+        raise
+    _BASES[key] = (path, details)
+    return path, {**details, "f16_reused": False}
+
+
+def drop_bases() -> None:
+    """Delete every cached f16 GGUF (and the importance matrices computed on it)."""
+    for path, _ in _BASES.values():
+        shutil.rmtree(path.parent, ignore_errors=True)
+    _BASES.clear()
+    _IMATRICES.clear()
+
+
+# (f16 base, calibration digest) -> (.npz beside the base, summary); dropped with the base
+_IMATRICES: dict[tuple[str, str], tuple[Path, dict]] = {}
+
+
+def importance_matrix(
+    base: Path, model_dir: Path, text: str, progress: Progress
+) -> tuple[Path, dict]:
+    """The importance matrix of the f16 GGUF `base` on the calibration text, computed in a
+    child process (llama.cpp aborts on some failures) and reused for every precision."""
+    key = (str(base), cal.digest(text))
+    hit = _IMATRICES.get(key)
+    if hit is not None and hit[0].is_file():
+        progress("reusing the importance matrix computed earlier in this run")
+        return hit[0], {**hit[1], "reused": True}
+    samples = cal.token_samples(model_dir, text, IMATRIX_SAMPLES, IMATRIX_TOKENS)
+    progress(
+        f"computing llama.cpp's importance matrix on {len(samples)} calibration samples "
+        f"of {IMATRIX_TOKENS} tokens"
+    )
+    stem = base.parent / f"imatrix-{key[1][:16]}"
+    samples_file = stem.with_suffix(".json")
+    samples_file.write_text(json.dumps(samples))
+    out = stem.with_suffix(".npz")
+    cmd = [sys.executable, "-c", _IMATRIX_SCRIPT, str(base), str(samples_file), str(out)]
+    proc = _run(cmd, IMATRIX_TIMEOUT_S, "the importance matrix collection")
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not out.is_file() or not lines:
+        raise ExportError(
+            f"computing llama.cpp's importance matrix failed (exit {proc.returncode}): "
+            f"{_last_error(proc.stdout + proc.stderr)}; export without a calibration text "
+            "to quantize data-free"
+        )
+    result = json.loads(lines[-1])
+    missing = sorted(set(_block_weights(base)) - set(result.pop("names")))
+    summary = {**result, "samples": len(samples), "missing": missing}
+    _IMATRICES[key] = (out, summary)
+    return out, {**summary, "reused": False}
+
+
+def _block_weights(path: Path) -> list[str]:
+    """Names of the 2-D block weights of a GGUF (what an importance matrix should cover)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    return [
+        t.name
+        for t in reader.tensors
+        if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2
+    ]
+
+
+def mixed_options(precision_name: str, facts: ModelFacts) -> dict:
+    """A mixed precision's quantizer options: the first and the last block, the token
+    embedding and the output head in MIXED_KEEP's type, the rest as the base ftype."""
+    keep = MIXED_KEEP[precision_name]
+    blocks = sorted({0, facts.num_layers - 1})
+    return {
+        "overrides": [[rf"^blk\.{i}\.", keep] for i in blocks],
+        "token_embedding_type": keep,
+        "output_tensor_type": keep,
+    }
+
+
+atexit.register(drop_bases)
+
+
+def _source_key(model_dir: Path) -> str:
+    digest = hashlib.sha256(str(model_dir.resolve()).encode())
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(model_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(_version(CONVERTER).encode())
+    return digest.hexdigest()
+
+
+def convert(model_dir: Path, outfile: Path, progress: Progress) -> dict:
+    """llama.cpp's converter: HF directory -> f16 GGUF at outfile."""
+    progress(f"converting {model_dir.name} to an f16 GGUF with llama.cpp's converter")
+    cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(model_dir), "--outtype", "f16"]
+    cmd += ["--outfile", str(outfile)]
+    start = time.perf_counter()
+    proc = _run(cmd, CONVERT_TIMEOUT_S, "llama.cpp's converter (convert_hf_to_gguf)")
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0 or not outfile.is_file():
+        raise ExportError(
+            f"llama.cpp's converter failed on {model_dir} (exit {proc.returncode}): "
+            f"{_last_error(log)}; check that the architecture and tokenizer are ones "
+            f"convert_hf_to_gguf {_version(CONVERTER)} supports"
+        )
+    arch = re.search(r"Model architecture: (\S+)", log)
+    return {
+        "converter_outtype": "f16",
+        "converter_architecture": arch.group(1) if arch else None,
+        "tensor_types": _histogram(t.lower() for t in _CONVERTED.findall(log)),
+        "convert_s": round(time.perf_counter() - start, 2),
+    }
+
+
+def quantize(
+    src: Path, dst: Path, precision_name: str, progress: Progress, options: dict | None = None
+) -> dict:
+    """llama.cpp's quantizer in a child process; its log gives the fallbacks it took.
+    `options`: imatrix (an .npz of mean squared activations per weight), overrides
+    ([regex, ggml type] pairs), token_embedding_type, output_tensor_type, kv (metadata)."""
+    ftype = FTYPES[precision_name]
+    with_imatrix = " with an importance matrix" if (options or {}).get("imatrix") else ""
+    progress(f"quantizing to {precision_name} with llama.cpp ({ftype}){with_imatrix}")
+    cmd = [sys.executable, "-c", _QUANTIZE_SCRIPT, str(src), str(dst), ftype]
+    cmd.append(json.dumps(options or {}))
+    start = time.perf_counter()
+    proc = _run(cmd, QUANTIZE_TIMEOUT_S, f"llama.cpp's quantizer ({ftype})")
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0 or not dst.is_file():
+        raise ExportError(
+            f"llama.cpp's quantizer failed for {precision_name} (exit {proc.returncode}): "
+            f"{_last_error(log)}"
+        )
+    fallbacks = _histogram(f"{a}->{b}" for a, b in _FALLBACK.findall(log))
+    total = _FALLBACK_TOTAL.search(log)
+    size = _QUANT_SIZE.search(log)
+    return {
+        "quant_type": precision_name.upper(),
+        "llama_ftype": ftype,
+        "quant_fallbacks": int(total.group(1)) if total else sum(fallbacks.values()),
+        "quant_fallback_types": fallbacks,
+        "quantizer_bpw": float(size.group(2)) if size else None,
+        "tensor_types": _histogram((new or old).lower() for old, new in _QUANTIZED.findall(log)),
+        "quantize_s": round(time.perf_counter() - start, 2),
+    }
+
+
+# -- checks on the written file -----------------------------------------------------------------
+
+
+def check_gguf(path: Path, model_dir: Path, facts: ModelFacts) -> dict:
+    """Load the file in llama.cpp (a child process: llama.cpp aborts on some broken files) and
+    check the metadata it needs: tokenizer, special tokens, chat template. ExportError if not."""
+    encoder = facts.kind == "encoder"
+    cmd = [sys.executable, "-c", _LOAD_SCRIPT, str(path), "1" if encoder else "0"]
+    proc = _run(cmd, LOAD_TIMEOUT_S, "the llama.cpp load check")
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise ExportError(
+            f"llama.cpp cannot load the exported GGUF (exit {proc.returncode}): "
+            f"{_last_error(proc.stdout + proc.stderr)}"
+        )
+    loaded = json.loads(lines[-1])
+    meta = loaded["metadata"]
+
+    def number(key: str) -> int | None:
+        value = meta.get(key)
+        return int(value) if value not in (None, "") else None
+
+    arch = meta.get("general.architecture")
+    info = {
+        "gguf_architecture": arch,
+        "tokenizer_model": meta.get("tokenizer.ggml.model"),
+        "tokenizer_pre": meta.get("tokenizer.ggml.pre"),
+        "bos_token_id": number("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": number("tokenizer.ggml.eos_token_id"),
+        "chat_template": bool(meta.get("tokenizer.chat_template")),
+        "n_vocab": loaded["n_vocab"],
+    }
+    problems = []
+    if not info["tokenizer_model"] or not loaded["hello_ids"]:
+        problems.append("no usable tokenizer (tokenizer.ggml.model)")
+    expected = _expected_tokenizer(model_dir)
+    if expected and info["tokenizer_model"] != expected:
+        problems.append(
+            f"tokenizer.ggml.model is {info['tokenizer_model']!r}, expected {expected!r} for "
+            "this tokenizer.json (llama.cpp would mis-tokenize)"
+        )
+    if info["tokenizer_model"] == "gpt2" and not info["tokenizer_pre"]:
+        problems.append("no tokenizer.ggml.pre for a byte-level BPE tokenizer")
+    if info["eos_token_id"] is None:
+        problems.append("no tokenizer.ggml.eos_token_id")
+    if encoder:
+        info["pooling_type"] = number(f"{arch}.pooling_type")
+    else:
+        if _has_chat_template(model_dir) and not info["chat_template"]:
+            problems.append("the source's chat template is missing (tokenizer.chat_template)")
+        eos = _eos_ids(model_dir)
+        if eos and info["eos_token_id"] not in eos:
+            problems.append(
+                f"tokenizer.ggml.eos_token_id {info['eos_token_id']} is not one of the "
+                f"source's eos_token_id {sorted(eos)}"
+            )
+    if problems:
+        raise ExportError(
+            f"the GGUF written by {CONVERTER} {_version(CONVERTER)} is incomplete: "
+            + "; ".join(problems)
+        )
+    return info
+
+
+def _expected_tokenizer(model_dir: Path) -> str | None:
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+    except (OSError, ValueError):
+        return None
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        return None  # SentencePiece-style BPE (Llama 2, Mistral): written as "llama"
+    return EXPECTED_TOKENIZER.get(model.get("type"))
+
+
+def _has_chat_template(model_dir: Path) -> bool:
+    if (model_dir / "chat_template.jinja").is_file() or (
+        model_dir / "chat_template.json"
+    ).is_file():
+        return True
+    path = model_dir / "tokenizer_config.json"
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
+def _eos_ids(model_dir: Path) -> set[int]:
+    ids: set[int] = set()
+    for name in ("generation_config.json", "config.json"):
+        try:
+            value = json.loads((model_dir / name).read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError):
+            continue
+        ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+    return ids
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], timeout: int, what: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, errors="replace", env=env, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"{what} did not finish within {timeout} s") from None
+    except OSError as exc:
+        raise ExportError(f"{what} could not be started: {exc}") from None
+
+
+def _histogram(items) -> dict[str, int]:
+    return dict(sorted(Counter(items).items()))
+
+
+def _last_error(log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.search(r"error|exception|abort|terminate|not supported|failed", line, re.I):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        raise ExportError(
+            f"{dist} is not installed; install it (pip install {dist}) to export GGUF"
+        ) from None

@@ -1,0 +1,205 @@
+"""The registry: every export format, its runtime and its precisions, as one table of data.
+
+Pure data, no backend imports: the planner reads it to size candidates, `inspect` reads it to say
+which formats support an architecture.
+
+Bits per weight (bpw) include the quantization scales and zero points. Each precision states the
+bpw of the transformer blocks' linear weights, of the token embedding, of the output head and of
+the one matrix a tied embedding and head share, and a prior on quality:
+`loss_7b`, the relative perplexity increase measured for a 7B model (llama.cpp's published
+LLaMA-7B table for the GGUF types; ONNX Runtime and NNCF round-to-nearest results for the others).
+Smaller models lose more: the planner scales it by model size until measured values exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CPU = ("cpu",)
+CPU_GPU = ("cpu", "gpu")
+GPU = ("gpu",)
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # the format's own name: q4_k_m, int4_sym, fp32, ...
+    alias: str | None  # the portable name it answers to: fp16, int8, int4
+    bits: int  # nominal weight bits
+    block_bpw: float  # linear weights of the transformer blocks
+    embed_bpw: float  # token embedding (untied)
+    head_bpw: float  # output head (untied)
+    tied_bpw: float  # the one matrix a tied embedding and head share
+    loss_7b: float  # prior: relative perplexity increase at 7B parameters
+    devices: tuple[str, ...]  # where the runtime executes this precision
+    kquant: bool = False  # llama.cpp k-quant: rows must be a multiple of 256 columns
+    # calibration text: "none" (data-free), "optional" (data-aware when the user gives a text),
+    # "required" (always data-aware; the built-in text when none is given). edgepack.calibration
+    calibration: str = "none"
+    mixed: str | None = None  # a 4-bit row's mixed-precision fallback: the name of that row
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    package: str  # what the device installs
+    overhead_bytes: int  # interpreter + runtime + buffers, prior until measured
+    weight_factor: float  # resident copies of the weights (ONNX Runtime pre-packs GEMM weights)
+    kv_bytes_cpu: int  # bytes per KV-cache element on the CPU
+    kv_bytes_gpu: int
+    bandwidth_efficiency: float  # share of memory bandwidth reached while decoding
+    gpu_overhead_bytes: int = 0  # CUDA context and workspace in VRAM
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    runtime: str
+    model_types: frozenset[str]  # Hugging Face model_type values the exporter handles
+    precisions: tuple[Precision, ...]
+
+    def precision(self, name: str) -> Precision | None:
+        for p in self.precisions:
+            if name in (p.name, p.alias):
+                return p
+        return None
+
+
+MB = 1_000_000
+
+# ONNX Runtime holds more than the file: fp32 GEMM weights are pre-packed, and a tied embedding
+# is kept twice (the Gather's table and the head's transposed copy). Measured on the default
+# model: peak RSS 1129 MB for a 543 MB fp32 model, 428 MB for int8 (233 MB), 352 MB for int4.
+# Decode efficiencies come from FACTS.md's measurements on a 2-core x86 host (numpy read
+# bandwidth 15.6 GB/s): llama.cpp q8_0 reached ~13 GB/s (0.8), OpenVINO GenAI int8 ~11 GB/s
+# (0.7), ONNX Runtime ~0.6. Overheads are priors, replaced by what bundles measure.
+RUNTIMES = {
+    r.name: r
+    for r in (
+        Runtime("llama.cpp", "llama-cpp-python", 120 * MB, 1.0, 2, 2, 0.8, 500 * MB),
+        Runtime("openvino", "openvino-genai", 250 * MB, 1.0, 2, 2, 0.7),
+        Runtime("onnxruntime", "onnxruntime", 150 * MB, 1.6, 4, 2, 0.6, 500 * MB),
+    )
+}
+
+DECODERS = frozenset(
+    {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "phi3",
+        "stablelm",
+        "starcoder2",
+        "olmo",
+        "gpt2",
+        "gpt_neox",
+        "falcon",
+    }
+)
+ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet"})
+
+# k-quant rows need 256 columns; llama.cpp falls back to q5_0/q8_0 for narrower rows.
+_Q6K, _Q5K, _Q4K = 6.5625, 5.5, 4.5
+_CAL = {"calibration": "optional"}  # data-aware when a calibration text is given
+_KQ = {"kquant": True, **_CAL}
+_MIX, _OVMIX = "q4_k_m_mixed", "int4_mixed"  # the mixed-precision rows
+
+FORMATS = {
+    f.name: f
+    for f in (
+        Format(
+            "gguf",
+            "llama.cpp",
+            DECODERS - {"gpt_neox"} | {"bert"},
+            (
+                Precision("f16", "fp16", 16, 16, 16, 16, 16, 0.0, CPU_GPU),
+                Precision("q8_0", "int8", 8, 8.5, 8.5, 8.5, 8.5, 0.00007, CPU_GPU),
+                Precision("q6_k", None, 6, _Q6K, _Q6K, _Q6K, _Q6K, 0.0007, CPU_GPU, **_KQ),
+                Precision("q5_k_m", None, 5, 5.7, _Q5K, _Q6K, _Q6K, 0.0024, CPU_GPU, **_KQ),
+                Precision(
+                    "q4_k_m", "int4", 4, 4.9, _Q4K, _Q6K, _Q6K, 0.009, CPU_GPU, **_KQ, mixed=_MIX
+                ),
+                # q4_k_m is llama.cpp's own mix of types: the mixed fallback of q4_0
+                Precision(
+                    "q4_0", None, 4, 4.5, 4.5, _Q6K, _Q6K, 0.037, CPU_GPU, **_CAL, mixed="q4_k_m"
+                ),
+                # q4_k_m with the first and the last block, the embedding and the head at q8_0.
+                # Default model: 107.8 MB vs 105.5, retention 0.964 vs 0.952 (data-free)
+                Precision(_MIX, None, 4, 5.15, 8.5, 8.5, 8.5, 0.007, CPU_GPU, **_KQ),
+            ),
+        ),
+        Format(
+            "openvino",
+            "openvino",
+            DECODERS | ENCODERS,
+            (
+                Precision("fp16", "fp16", 16, 16, 16, 16, 16, 0.0, CPU),
+                # per-channel int8 asymmetric: fp16 scale + u8 zero point per row
+                Precision("int8", "int8", 8, 8.05, 8.05, 8.05, 8.05, 0.001, CPU),
+                # int4 asymmetric, group 128 (64 where 128 does not divide): fp16 scale + u4
+                # zero point per group; embeddings and head stay int8 (NNCF's backup precision)
+                Precision(
+                    "int4", "int4", 4, 4.3, 8.05, 8.05, 8.05, 0.02, CPU, **_CAL, mixed=_OVMIX
+                ),
+                Precision(
+                    "int4_sym", None, 4, 4.25, 8.05, 8.05, 8.05, 0.03, CPU, **_CAL, mixed=_OVMIX
+                ),
+                # int4 for 80 % of the block weights, the most sensitive 20 % in int8.
+                # Default model: 104.8 MB vs 94.7, retention 0.918 vs 0.851 (data-free)
+                Precision(_OVMIX, None, 4, 5.1, 8.05, 8.05, 8.05, 0.01, CPU, **_CAL),
+            ),
+        ),
+        Format(
+            "onnx",
+            "onnxruntime",
+            DECODERS | ENCODERS,
+            (
+                Precision("fp32", None, 32, 32, 32, 32, 32, 0.0, CPU),
+                Precision("fp16", "fp16", 16, 16, 16, 16, 16, 0.0, GPU),
+                # weight-only int8 (MatMulNBits, 8 bits, block 64: fp32 scale + u8 zero point
+                # per block). Dynamic int8 (quantize_dynamic) quantizes activations per tensor
+                # and lost too much on the default model (top-1 0.59). The embedding Gather, and
+                # a head tied to it, stay fp32
+                Precision("int8", "int8", 8, 8.625, 32, 8.625, 32, 0.001, CPU),
+                # static int8 (quantize_static QDQ, activation ranges calibrated on a text), the
+                # MLP output projections as int8's MatMulNBits; the output head stays fp32.
+                # Measured on the default model: retention 0.923 vs int8's 0.996, same speed
+                Precision(
+                    "int8_static", None, 8, 8.2, 32, 32, 32, 0.013, CPU, calibration="required"
+                ),
+                # MatMulNBits 4 bits, block 64 (the largest of 128/64/32 dividing the model's
+                # dimensions): fp32 scale + 4-bit zero point per block; embedding as for int8
+                Precision("int4", "int4", 4, 4.5625, 32, 4.5625, 32, 0.03, CPU_GPU, mixed=_OVMIX),
+                # int4 with the first and the last block and the MLP output projections at 8
+                # bits. Default model: 195.0 MB vs 178.8, retention 0.925 vs 0.845
+                Precision(_OVMIX, None, 4, 5.8, 32, 4.5625, 32, 0.014, CPU_GPU),
+            ),
+        ),
+    )
+}
+
+# measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw)
+KQUANT_FALLBACK_BPW = {"q6_k": 8.5, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
+
+
+def formats_for(model_type: str) -> list[str]:
+    """Names of the formats whose exporter handles this model_type."""
+    return [f.name for f in FORMATS.values() if model_type in f.model_types]
+
+
+def resolve(format_name: str, precision_name: str) -> tuple[Format, Precision]:
+    """The format and precision a user named, or a ValueError naming the valid choices."""
+    fmt = FORMATS.get(format_name)
+    if fmt is None:
+        raise ValueError(f"unknown format {format_name!r}; formats: {', '.join(FORMATS)}")
+    precision = fmt.precision(precision_name)
+    if precision is None:
+        names = sorted({n for p in fmt.precisions for n in (p.name, p.alias) if n})
+        raise ValueError(
+            f"format {format_name} has no precision {precision_name!r}; choose one of "
+            f"{', '.join(names)}"
+        )
+    return fmt, precision

@@ -1,0 +1,47 @@
+"""The build side's door to the on-device kit (targets/, shipped as edgepack/targets).
+
+The kit is plain modules that import no edgepack code; the build host uses the very same runners
+that bundles carry, so what is validated here is what runs on the device.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+
+def kit_dir() -> Path:
+    return Path(str(resources.files("edgepack").joinpath("targets")))
+
+
+def _import_path() -> None:
+    path = str(kit_dir())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def devicekit():
+    """The kit's shared module, imported from the kit directory."""
+    _import_path()
+    import devicekit as module
+
+    return module
+
+
+def load_runner(runtime: str, model_dir: Path, threads: int | None = None):
+    """A kit Runner for runtime over model_dir (see targets/devicekit.py for the interface)."""
+    return devicekit().load_runner(runtime, str(model_dir), threads=threads)
+
+
+def check_module():
+    """The kit's check.py as a module: one implementation of sha256 and the manifest digest."""
+    import importlib.util
+
+    name = "_edgepack_kit_check"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, kit_dir() / "check.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

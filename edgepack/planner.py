@@ -1,0 +1,407 @@
+"""The planner: a pure function (ModelFacts, Profile) -> Plan. No I/O, no backend imports.
+
+Candidates are student size x format x precision. For each one the planner predicts memory
+(weights with their quantization scales and what stays unquantized, the KV cache at the target's
+context, runtime overhead), disk, decode speed (memory bandwidth / bytes read per token, capped by
+compute), first-token latency (prefill compute for a 128-token prompt) and quality (a prior until
+measured values exist), checks every budget, says why each rejected candidate fails, and ranks
+the rest by the profile's objective.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .formats.registry import FORMATS, KQUANT_FALLBACK_BPW, RUNTIMES, Format, Precision
+from .model import ModelFacts
+from .profiles import Profile
+
+SCHEMA_VERSION = 1
+GB = 1e9
+STUDENT_FRACTIONS = (0.75, 0.5, 0.25)
+PROMPT_TOKENS = 128  # first-token latency is budgeted for a prompt of this length
+DECODE_CONTEXT = 256  # decode speed is predicted at the context check.py measures
+CPU_COMPUTE_EFFICIENCY = 0.25  # share of peak ops a runtime reaches in prefill GEMMs
+GPU_COMPUTE_EFFICIENCY = 0.3
+CUDA_HOST_BYTES = 800_000_000  # host RSS of the CUDA libraries a GPU runtime loads
+QUALITY_TIE = 0.001  # retention differences under 0.1 point are ties, broken by speed
+
+# Peak ops per cycle per core of each ISA feature: (float path, int8 path).
+ISA_OPS_PER_CYCLE = {
+    "amx": (1024, 2048),
+    "avx512_vnni": (64, 256),
+    "avx512": (64, 128),
+    "avx_vnni": (32, 128),
+    "avx2": (32, 64),
+    "sse4_2": (16, 32),
+    "i8mm": (16, 128),
+    "sve": (16, 64),
+    "dotprod": (16, 64),
+    "neon": (16, 32),
+}
+# Prior relative perplexity increase of a distilled student keeping this share of a 7B model's
+# layers: depth-pruned + distilled 7B students (Minitron, Sheared-LLaMA) keep ~0.9 retention at
+# half depth. Scaled for smaller models as sqrt of the quantization size factor: this reproduces
+# FACTS.md's 135M measurements (half depth: 0.84 retention; quarter depth: 0.51).
+STUDENT_LOSS_7B = ((0.25, 0.33), (0.5, 0.09), (0.75, 0.04), (1.0, 0.0))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    memory_bytes: int  # peak on the device that holds the weights (VRAM on a GPU)
+    host_memory_bytes: int  # peak resident memory of the process on the host
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    disk_bytes: int
+    decode_tokens_per_s: float | None  # None for encoders
+    first_token_ms: float
+    quality: float  # retention vs the fp32 reference: reference ppl / candidate ppl
+    parameters: int
+    arithmetic: str  # the memory sum, spelled out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    format: str
+    precision: str
+    bits: int
+    runtime: str
+    device: str
+    student_layers: int | None
+    feasible: bool
+    reasons: tuple[str, ...]
+    violations: tuple[str, ...]  # the budgets it misses: memory, vram, disk, decode, quality, ...
+    predicted: Prediction
+    rank: int | None = None
+
+    @property
+    def label(self) -> str:
+        student = f", {self.student_layers}-layer student" if self.student_layers else ""
+        return f"{self.format} {self.precision}{student}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: dict
+    target: str
+    objective: str
+    budget: dict
+    chosen: Candidate | None
+    candidates: tuple[Candidate, ...]
+    needs: dict | None = None
+    schema_version: int = SCHEMA_VERSION
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["candidates"] = [asdict(c) for c in self.candidates]
+        data["chosen"] = asdict(self.chosen) if self.chosen else None
+        for cand in [data["chosen"], *data["candidates"]]:
+            if cand:
+                cand["reasons"] = list(cand["reasons"])
+                cand["violations"] = list(cand["violations"])
+        data["notes"] = list(self.notes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        def candidate(c: dict | None) -> Candidate | None:
+            if c is None:
+                return None
+            fields = {**c, "predicted": Prediction(**c["predicted"])}
+            fields["reasons"] = tuple(c["reasons"])
+            fields["violations"] = tuple(c["violations"])
+            return Candidate(**fields)
+
+        return cls(
+            model=data["model"],
+            target=data["target"],
+            objective=data["objective"],
+            budget=data["budget"],
+            chosen=candidate(data["chosen"]),
+            candidates=tuple(candidate(c) for c in data["candidates"]),
+            needs=data.get("needs"),
+            schema_version=data["schema_version"],
+            notes=tuple(data.get("notes", ())),
+        )
+
+
+def student_sizes(num_layers: int) -> list[int | None]:
+    sizes: list[int | None] = [None]
+    for fraction in STUDENT_FRACTIONS:
+        layers = max(1, int(num_layers * fraction + 0.5))
+        if layers < num_layers and layers not in sizes:
+            sizes.append(layers)
+    return sizes
+
+
+def plan(facts: ModelFacts, profile: Profile) -> Plan:
+    students = student_sizes(facts.num_layers) if facts.kind == "decoder" else [None]
+    candidates = [
+        _evaluate(facts, profile, fmt, precision, layers)
+        for layers in students
+        for fmt in FORMATS.values()
+        if fmt.name in facts.formats
+        for precision in fmt.precisions
+    ]
+    feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile))
+    ranked = [_with_rank(c, i + 1) for i, c in enumerate(feasible)]
+    rejected = [c for c in candidates if not c.feasible]
+    notes = []
+    if facts.kind == "encoder":
+        notes.append(
+            "encoder: no KV cache and no decode budget; first_token_ms is one forward pass"
+        )
+    return Plan(
+        model={
+            "path": facts.path,
+            "architecture": facts.architecture,
+            "num_parameters": facts.num_parameters,
+            "num_layers": facts.num_layers,
+            "kind": facts.kind,
+        },
+        target=profile.name,
+        objective=profile.objective,
+        budget=profile.budget.model_dump(mode="json"),
+        chosen=ranked[0] if ranked else None,
+        candidates=tuple(ranked + rejected),
+        needs=None if ranked else _needs(facts, profile, candidates),
+        notes=tuple(notes),
+    )
+
+
+def _with_rank(c: Candidate, rank: int) -> Candidate:
+    return Candidate(**{**c.__dict__, "rank": rank})
+
+
+def _rank_key(profile: Profile):
+    def key(c: Candidate):
+        p = c.predicted
+        quality = round(p.quality / QUALITY_TIE)
+        speed = p.decode_tokens_per_s or 1000.0 / p.first_token_ms
+        preference = profile.runtimes.prefer.index(c.runtime)
+        if profile.objective == "speed":
+            return (-speed, -quality, p.disk_bytes, preference)
+        if profile.objective == "size":
+            return (p.disk_bytes, -quality, -speed, preference)
+        return (-quality, -speed, p.disk_bytes, preference)
+
+    return key
+
+
+def _evaluate(
+    facts: ModelFacts, profile: Profile, fmt: Format, precision: Precision, layers: int | None
+) -> Candidate:
+    runtime = RUNTIMES[fmt.runtime]
+    gpu = profile.gpu
+    on_gpu = gpu is not None and "gpu" in precision.devices and runtime.gpu_overhead_bytes > 0
+    budget = profile.budget
+    p = predict(facts, profile, fmt, precision, layers, on_gpu)
+    found: list[tuple[str, str]] = []  # (violation code, reason)
+
+    def miss(code: str, text: str) -> None:
+        found.append((code, text))
+
+    if fmt.runtime not in profile.runtimes.prefer:
+        allowed = ", ".join(profile.runtimes.prefer)
+        miss("runtime", f"runtime {fmt.runtime} is not among the target's runtimes ({allowed})")
+    if "cpu" not in precision.devices and not on_gpu:
+        miss("device", f"{fmt.name} {precision.name} runs only on a GPU and the target has none")
+    if on_gpu and precision.bits == 16 and not gpu.fp16:
+        miss("device", f"{gpu.name} has no fp16 support")
+    if on_gpu:
+        if p.memory_bytes > budget.accelerator_memory_gb * GB:
+            miss("vram", f"VRAM {p.arithmetic} > budget {budget.accelerator_memory_gb:g} GB")
+        if p.host_memory_bytes > budget.memory_gb * GB:
+            host = p.host_memory_bytes / GB
+            miss("memory", f"host memory {host:.2f} GB > budget {budget.memory_gb:g} GB")
+    elif p.memory_bytes > budget.memory_gb * GB:
+        miss("memory", f"memory {p.arithmetic} > budget {budget.memory_gb:g} GB")
+    if p.disk_bytes > budget.disk_gb * GB:
+        miss("disk", f"disk {p.disk_bytes / GB:.2f} GB > budget {budget.disk_gb:g} GB")
+    if p.first_token_ms > budget.first_token_ms:
+        miss(
+            "first_token",
+            f"first token {p.first_token_ms:,.0f} ms for a {PROMPT_TOKENS}-token prompt "
+            f"> budget {budget.first_token_ms:,.0f} ms",
+        )
+    decode = p.decode_tokens_per_s
+    if decode is not None and decode < budget.decode_tokens_per_s:
+        miss("decode", f"decode {decode:.1f} tok/s < budget {budget.decode_tokens_per_s:g} tok/s")
+    if p.quality < budget.min_quality:
+        miss("quality", f"quality prior {p.quality:.3f} < floor {budget.min_quality:g}")
+
+    reasons = [text for _, text in found]
+    if not found:
+        reasons.append(f"fits: {'VRAM' if on_gpu else 'memory'} {p.arithmetic}")
+    return Candidate(
+        format=fmt.name,
+        precision=precision.name,
+        bits=precision.bits,
+        runtime=fmt.runtime,
+        device="gpu" if on_gpu else "cpu",
+        student_layers=layers,
+        feasible=not found,
+        reasons=tuple(reasons),
+        violations=tuple(code for code, _ in found),
+        predicted=p,
+    )
+
+
+def predict(
+    facts: ModelFacts,
+    profile: Profile,
+    fmt: Format,
+    precision: Precision,
+    layers: int | None,
+    on_gpu: bool,
+) -> Prediction:
+    runtime = RUNTIMES[fmt.runtime]
+    kept = layers or facts.num_layers
+    layer_params = facts.layer_parameters * kept / facts.num_layers
+    block_bpw = precision.block_bpw
+    if precision.kquant and facts.hidden_size % 256:
+        block_bpw = max(block_bpw, KQUANT_FALLBACK_BPW[precision.name])
+    if facts.tie_word_embeddings:
+        table_bits = facts.embedding_parameters * precision.tied_bpw
+        head_bits = table_bits  # the tied head reads the whole shared matrix every token
+    else:
+        head_bits = facts.head_parameters * precision.head_bpw
+        table_bits = facts.embedding_parameters * precision.embed_bpw + head_bits
+    block_bytes = layer_params * block_bpw / 8
+    other_bytes = facts.other_parameters * 4  # norms, biases, positions: kept in fp32
+    weights = int(block_bytes + table_bits / 8 + other_bytes)
+    parameters = int(
+        layer_params + facts.embedding_parameters + facts.head_parameters + facts.other_parameters
+    )
+
+    kv_elem = runtime.kv_bytes_gpu if on_gpu else runtime.kv_bytes_cpu
+    kv_per_token = 0
+    if facts.kind == "decoder":
+        kv_per_token = 2 * kept * facts.num_key_value_heads * facts.head_dim * kv_elem
+    kv = kv_per_token * profile.budget.context_tokens
+
+    if on_gpu:
+        overhead = runtime.gpu_overhead_bytes
+        memory = weights + kv + overhead
+        host = runtime.overhead_bytes + CUDA_HOST_BYTES
+        arithmetic = (
+            f"{memory / GB:.2f} GB = weights {weights / GB:.2f} + KV cache {kv / GB:.2f} "
+            f"({profile.budget.context_tokens} tokens) + CUDA runtime {overhead / GB:.2f}"
+        )
+    else:
+        overhead = runtime.overhead_bytes
+        resident = int(weights * runtime.weight_factor)
+        memory = resident + kv + overhead
+        host = memory
+        copies = f" x{runtime.weight_factor:g}" if runtime.weight_factor != 1 else ""
+        arithmetic = (
+            f"{memory / GB:.2f} GB = weights {weights / GB:.2f}{copies} + KV cache {kv / GB:.2f} "
+            f"({profile.budget.context_tokens} tokens) + runtime {overhead / GB:.2f}"
+        )
+
+    hw = profile.hardware
+    gpu = profile.gpu
+    if on_gpu:
+        bandwidth = gpu.memory_bandwidth_gbs * GB * runtime.bandwidth_efficiency
+        peak = (gpu.int8_tops if precision.bits <= 8 and gpu.int8 else gpu.fp16_tflops) * 1e12
+        compute = peak * GPU_COMPUTE_EFFICIENCY
+    else:
+        bandwidth = hw.memory_bandwidth_gbs * GB * runtime.bandwidth_efficiency
+        path = 1 if precision.bits <= 8 else 0
+        per_cycle = max(ISA_OPS_PER_CYCLE[f][path] for f in hw.isa) if hw.isa else 8
+        compute = hw.cores * hw.clock_ghz * 1e9 * per_cycle * CPU_COMPUTE_EFFICIENCY
+    active = (
+        layer_params
+        + facts.head_parameters
+        + (facts.embedding_parameters if facts.tie_word_embeddings else 0)
+    )
+    read_per_token = block_bytes + head_bits / 8 + kv_per_token * DECODE_CONTEXT
+    prefill_s = 2 * active * PROMPT_TOKENS / compute + read_per_token / bandwidth
+    decode = None
+    if facts.kind == "decoder":
+        decode = min(bandwidth / read_per_token, compute / (2 * active))
+
+    size = max(parameters, 1)
+    quant_factor = min(10.0, max(0.5, math.sqrt(7e9 / size)))
+    quant_loss = precision.loss_7b * quant_factor
+    student_loss = _student_loss(kept / facts.num_layers) * math.sqrt(quant_factor)
+    quality = 1.0 / ((1 + quant_loss) * (1 + student_loss))
+
+    return Prediction(
+        memory_bytes=int(memory),
+        host_memory_bytes=int(host),
+        weights_bytes=weights,
+        kv_cache_bytes=int(kv),
+        overhead_bytes=int(overhead),
+        disk_bytes=int(weights * 1.01 + 5_000_000),  # + tokenizer and metadata files
+        decode_tokens_per_s=round(decode, 2) if decode is not None else None,
+        first_token_ms=round(prefill_s * 1000, 1),
+        quality=round(quality, 4),
+        parameters=parameters,
+        arithmetic=arithmetic,
+    )
+
+
+def _student_loss(fraction: float) -> float:
+    points = ((0.0, 3.0), *STUDENT_LOSS_7B)
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if fraction <= x1:
+            return y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)
+    return 0.0
+
+
+MEMORY_CODES = frozenset({"memory", "vram", "disk"})
+UNRUNNABLE_CODES = frozenset({"runtime", "device"})
+
+
+def _needs(facts: ModelFacts, profile: Profile, candidates: list[Candidate]) -> dict:
+    """What would make a plan: the smallest memory budget, or the student size, that fits."""
+    runnable = [c for c in candidates if not UNRUNNABLE_CODES & set(c.violations)]
+    only_size = [c for c in runnable if set(c.violations) <= MEMORY_CODES]
+    pool = (
+        only_size
+        or [c for c in runnable if "quality" not in c.violations]
+        or runnable
+        or candidates
+    )
+    smallest = min(pool, key=lambda c: c.predicted.memory_bytes)
+    memory_gb = math.ceil(smallest.predicted.memory_bytes / GB * 100) / 100
+    budget_key = "accelerator_memory_gb" if smallest.device == "gpu" else "memory_gb"
+    student = _largest_student_that_fits(facts, profile)
+    hint = f"{budget_key} >= {memory_gb:g} ({smallest.label})"
+    if student:
+        hint += (
+            f", or a student of at most {student} layers, which fits {budget_key} "
+            f"{getattr(profile.budget, budget_key):g} (quality to be measured after distillation)"
+        )
+    binding = sorted({v for v in smallest.violations if v not in MEMORY_CODES})
+    if binding:
+        hint += f"; that candidate also misses: {', '.join(binding)}"
+    return {
+        budget_key: memory_gb,
+        "candidate": {
+            "format": smallest.format,
+            "precision": smallest.precision,
+            "student_layers": smallest.student_layers,
+        },
+        "student_layers": student,
+        "message": f"nothing fits {profile.name}: it would need {hint}",
+    }
+
+
+def _largest_student_that_fits(facts: ModelFacts, profile: Profile) -> int | None:
+    """The most layers any runnable format and precision fits into the memory and disk budgets."""
+    if facts.kind != "decoder":
+        return None
+    for layers in range(facts.num_layers - 1, 0, -1):
+        for fmt in FORMATS.values():
+            if fmt.name not in facts.formats:
+                continue
+            for precision in fmt.precisions:
+                cand = _evaluate(facts, profile, fmt, precision, layers)
+                if not (MEMORY_CODES | UNRUNNABLE_CODES) & set(cand.violations):
+                    return layers
+    return None

@@ -1,0 +1,132 @@
+"""The PyTorch fp32 reference that exports are validated against, computed once and cached.
+
+For a decoder: the source tokenizer's ids of the probe strings, fp32 next-token logits for
+inputs of different lengths, and the reference's top-1 token at every position of a longer text.
+For an encoder: mean-pooled sentence embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .model import ModelFacts
+from .texts import AGREEMENT_TEXT, ENCODER_SENTENCES, LOGIT_INPUTS, TOKENIZER_PROBES
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Reference:
+    probes: dict[str, list[int]]  # text -> source tokenizer ids, no special tokens
+    inputs: list[list[int]]  # decoder: ids of LOGIT_INPUTS
+    logits: list[np.ndarray]  # decoder: [len, vocab] fp32 logits per input
+    agreement_ids: list[int]  # decoder: ids of AGREEMENT_TEXT
+    agreement_top1: np.ndarray  # decoder: reference argmax at each position
+    agreement_logits: np.ndarray  # decoder: [len, vocab] reference logits of AGREEMENT_TEXT
+    sentences: list[str]  # encoder
+    embeddings: np.ndarray  # encoder: [n, hidden]
+
+
+def model_key(model_dir: Path) -> str:
+    """A cheap content key: names, sizes and the first MB of every file (headers included)."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def reference(model_dir: Path, facts: ModelFacts, cache_dir: Path, trust_remote_code=False):
+    """The reference for model_dir, from cache_dir when it was computed before."""
+    path = Path(cache_dir) / "references" / f"{model_key(model_dir)}.npz"
+    if path.exists():
+        return _load(path)
+    ref = _compute(Path(model_dir), facts, trust_remote_code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    _save(ref, tmp)
+    tmp.replace(path)
+    return ref
+
+
+def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Reference:
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    probes = {t: tok(t, add_special_tokens=False)["input_ids"] for t in TOKENIZER_PROBES}
+    empty = np.zeros((0,), dtype=np.float32)
+    with torch.inference_mode():
+        if facts.kind == "encoder":
+            model = AutoModel.from_pretrained(
+                model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
+            ).eval()
+            batch = tok(list(ENCODER_SENTENCES), padding=True, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            emb = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
+            return Reference(probes, [], [], [], empty, empty, list(ENCODER_SENTENCES), emb)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            trust_remote_code=trust_remote_code,
+        ).eval()
+
+        def run(ids: list[int]) -> np.ndarray:
+            return model(torch.tensor([ids])).logits[0].float().numpy()
+
+        inputs = [tok(t, add_special_tokens=False)["input_ids"] for t in LOGIT_INPUTS]
+        logits = [run(ids) for ids in inputs]
+        agreement_ids = tok(AGREEMENT_TEXT, add_special_tokens=False)["input_ids"]
+        agreement_logits = run(agreement_ids)
+    return Reference(
+        probes,
+        inputs,
+        logits,
+        agreement_ids,
+        agreement_logits.argmax(-1),
+        agreement_logits,
+        [],
+        empty,
+    )
+
+
+def _save(ref: Reference, path: Path) -> None:
+    meta = {
+        "probes": ref.probes,
+        "inputs": ref.inputs,
+        "agreement_ids": ref.agreement_ids,
+        "sentences": ref.sentences,
+    }
+    arrays = {f"logits_{i}": a for i, a in enumerate(ref.logits)}
+    np.savez(
+        path,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        agreement_top1=ref.agreement_top1,
+        agreement_logits=ref.agreement_logits,
+        embeddings=ref.embeddings,
+        **arrays,
+    )
+
+
+def _load(path: Path) -> Reference:
+    with np.load(path) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        logits = [data[f"logits_{i}"] for i in range(len(meta["inputs"]))]
+        return Reference(
+            probes=meta["probes"],
+            inputs=meta["inputs"],
+            logits=logits,
+            agreement_ids=meta["agreement_ids"],
+            agreement_top1=data["agreement_top1"],
+            agreement_logits=data["agreement_logits"],
+            sentences=meta["sentences"],
+            embeddings=data["embeddings"],
+        )

@@ -1,0 +1,45 @@
+"""`edgepack verify`: safe unpack of a bundle tarball, then the bundle's own check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from .build import run_bundle_check
+from .bundle import unpack
+from .errors import VerificationError
+from .profiles import Profile
+
+
+def verify(
+    bundle: Path,
+    profile: Profile | None = None,
+    keep: bool = False,
+    check_args: list[str] | None = None,
+) -> dict:
+    """Run the bundle's check.py (after unpacking a tarball into a fresh directory)."""
+    if not bundle.exists():
+        raise VerificationError(f"{bundle} does not exist")
+    scratch = Path(tempfile.mkdtemp(prefix="edgepack-verify-"))
+    try:
+        if bundle.is_dir():
+            root = bundle
+        elif bundle.name.endswith((".tar.gz", ".tgz")):
+            root = unpack(bundle, scratch / "bundle")
+        else:
+            raise VerificationError(f"{bundle} is neither a bundle directory nor a .tar.gz")
+        if not (root / "check.py").is_file():
+            raise VerificationError(f"{root} has no check.py: not an edgepack bundle")
+        extra = list(check_args or [])
+        if profile is not None:
+            budget_file = scratch / "profile.json"
+            budget_file.write_text(json.dumps(profile.to_dict()))
+            extra += ["--profile", str(budget_file)]
+        report = run_bundle_check(root, extra)
+        report["unpacked_to"] = str(root) if keep and root != bundle else None
+        return report
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,160 @@
+"""llama.cpp runner (llama-cpp-python) for a GGUF artifact: `<model_dir>/model.gguf`.
+
+Standalone: stdlib, numpy, llama_cpp and devicekit only (see devicekit's docstring for the
+interface). Tokenization is llama.cpp's own, from the tokenizer inside the GGUF.
+
+The context is opened without `logits_all`: keeping every position's logits made the first
+token of a 128-token prompt ~50% slower and the process ~80 MB larger on the default model.
+`logits()` asks for all positions' logits itself, through llama.cpp's batch API, on the same
+context.
+"""
+
+from __future__ import annotations
+
+import os
+
+import devicekit
+import numpy as np
+
+MODEL_FILE = "model.gguf"
+CONTEXT_TOKENS = 2048  # decoders: KV cache size, bounded by the model's trained context
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert"})
+ENCODER_ARCHS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert", "neo-bert"})
+
+
+class Runner:
+    runtime = "llama.cpp"
+
+    def __init__(self, model_dir: str, threads: int | None = None, n_ctx: int | None = None):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.model_dir = str(model_dir)
+        self.path = os.path.join(self.model_dir, MODEL_FILE)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path} not found: not a GGUF artifact directory")
+        config = self._config()
+        self.kind = _kind(config)
+        self._threads = threads
+        trained = config.get("max_position_embeddings") or 0
+        if self.kind == "encoder":
+            n_ctx = n_ctx or min(trained or 512, 512)
+        else:
+            n_ctx = n_ctx or (min(CONTEXT_TOKENS, trained) if trained else CONTEXT_TOKENS)
+        self._llm = self._open(n_ctx, embedding=self.kind == "encoder")
+        if not config and self.kind == "decoder":
+            arch = self._llm.metadata.get("general.architecture", "")
+            if arch in ENCODER_ARCHS:  # no config.json beside the GGUF: ask the GGUF
+                self._llm.close()
+                self.kind = "encoder"
+                self._llm = self._open(min(n_ctx, 512), embedding=True)
+        self.n_ctx = self._llm.n_ctx()
+        self.n_vocab = self._llm.n_vocab()
+        self._eos = devicekit.eos_token_ids(self.model_dir) or {self._llm.token_eos()}
+
+    def _config(self) -> dict:
+        path = os.path.join(self.model_dir, "config.json")
+        return devicekit.read_json(path) if os.path.exists(path) else {}
+
+    def _open(self, n_ctx: int, embedding: bool):
+        kwargs = {}
+        if self._threads:
+            kwargs = {"n_threads": self._threads, "n_threads_batch": self._threads}
+        if embedding:  # the whole input must be one micro-batch for bidirectional attention
+            kwargs |= {"n_batch": n_ctx, "n_ubatch": n_ctx}
+        return self._lib.Llama(
+            model_path=self.path, n_ctx=n_ctx, embedding=embedding, verbose=False, **kwargs
+        )
+
+    def version(self) -> str:
+        return self._lib.__version__
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self._llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """[len(ids), vocab] float32 logits of every position, from an empty context."""
+        self._require("decoder")
+        ids = [int(i) for i in ids]
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
+        lib, llm = self._lib, self._llm
+        out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
+        step = llm.n_batch
+        batch = lib.llama_batch_init(step, 0, 1)
+        try:
+            self._clear()
+            for start in range(0, len(ids), step):
+                chunk = ids[start : start + step]
+                batch.n_tokens = len(chunk)
+                for i, token in enumerate(chunk):
+                    batch.token[i] = token
+                    batch.pos[i] = start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                code = lib.llama_decode(llm.ctx, batch)
+                if code != 0:
+                    raise RuntimeError(f"llama_decode failed with code {code}")
+                rows = np.ctypeslib.as_array(
+                    lib.llama_get_logits(llm.ctx), shape=(len(chunk) * self.n_vocab,)
+                )
+                out[start : start + len(chunk)] = rows.reshape(len(chunk), self.n_vocab)
+        finally:
+            lib.llama_batch_free(batch)
+            self._clear()
+        return out
+
+    def generate(
+        self, ids: list[int], max_new_tokens: int, stop_at_eos: bool = True
+    ) -> devicekit.Generation:
+        self._require("decoder")
+        prompt = [int(i) for i in ids]
+        if len(prompt) + max_new_tokens > self.n_ctx:
+            raise ValueError(
+                f"{len(prompt)} prompt + {max_new_tokens} new tokens exceed the context of "
+                f"{self.n_ctx}"
+            )
+        lib, llm = self._lib, self._llm
+
+        def step(tokens: list[int], first: bool) -> np.ndarray:
+            if first:
+                self._clear()
+            llm.eval(tokens)  # logits of the last position only
+            ptr = lib.llama_get_logits_ith(llm.ctx, -1)
+            return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+        return devicekit.greedy(step, prompt, max_new_tokens, self._eos if stop_at_eos else set())
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Sentence embeddings with the pooling the GGUF records (the sentence-transformers
+        config the converter read), mean pooling where it records none."""
+        self._require("encoder")
+        lib, llm = self._lib, self._llm
+        vectors = llm.embed(list(texts))
+        if llm.pooling_type() == lib.LLAMA_POOLING_TYPE_NONE:
+            vectors = [np.asarray(v, dtype=np.float32).mean(axis=0) for v in vectors]
+        return np.asarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        self._llm.close()
+
+    def _clear(self) -> None:
+        """Empty the KV cache and llama-cpp-python's record of evaluated tokens."""
+        self._llm.reset()
+        memory = self._lib.llama_get_memory(self._llm.ctx)
+        if memory is not None:
+            self._lib.llama_memory_clear(memory, True)
+
+    def _require(self, kind: str) -> None:
+        if self.kind != kind:
+            raise TypeError(f"this runner holds a {self.kind}; that call needs a {kind}")
+
+
+def _kind(config: dict) -> str:
+    if config.get("model_type") in ENCODER_TYPES:
+        return "encoder"
+    return "decoder"

@@ -1,0 +1,239 @@
+"""The planner, from tables of real model configs (config.json only) and the built-in profiles."""
+
+import builtins
+import json
+import tomllib
+
+import pytest
+
+from edgepack.model import inspect_model
+from edgepack.planner import Plan, plan, student_sizes
+from edgepack.profiles import load_profile, parse_profile
+from tests.conftest import PROFILES, config_dir
+
+GB = 1e9
+
+
+def facts(name):
+    return inspect_model(config_dir(name))
+
+
+def undistilled(p):
+    return [c for c in p.candidates if c.student_layers is None]
+
+
+def test_llama2_7b_on_edge_needs_a_distilled_4bit_student():
+    p = plan(facts("llama-2-7b"), load_profile("edge-4gb"))
+    assert not any(c.feasible for c in undistilled(p)), "a 28 GB fp32 model cannot fit 4 GB"
+    for c in undistilled(p):
+        assert "memory" in c.violations
+    assert p.chosen.student_layers is not None and p.chosen.student_layers < 32
+    assert p.chosen.bits == 4
+    assert p.chosen.predicted.memory_bytes <= 3.0 * GB
+
+
+def test_llama2_7b_on_xeon_keeps_all_layers_at_8_bits_or_more():
+    p = plan(facts("llama-2-7b"), load_profile("xeon"))
+    assert p.chosen.student_layers is None
+    assert p.chosen.bits >= 8
+
+
+def test_llama2_7b_on_t4_shows_fp16_plus_kv_arithmetic():
+    p = plan(facts("llama-2-7b"), load_profile("t4"))
+    fp16 = next(c for c in undistilled(p) if c.format == "gguf" and c.precision == "f16")
+    pred = fp16.predicted
+    # fp16 weights: 6.74e9 parameters x 2 bytes; KV cache: 2 x 32 layers x 32 heads x 128 x 2048
+    # tokens x 2 bytes
+    assert pred.weights_bytes == pytest.approx(6.738e9 * 2, rel=0.01)
+    assert pred.kv_cache_bytes == 2 * 32 * 32 * 128 * 2048 * 2
+    assert fp16.device == "gpu"
+    assert "vram" in fp16.violations
+    assert "weights 13.48 + KV cache 1.07 (2048 tokens)" in fp16.reasons[0]
+    assert "> budget 14 GB" in fp16.reasons[0]
+    # the choice follows: the best candidate whose weights + KV fit the 14 GB VRAM budget
+    assert p.chosen.device == "gpu"
+    assert p.chosen.bits < 16
+    assert p.chosen.predicted.memory_bytes <= 14 * GB
+    assert "KV cache 1.07 (2048 tokens)" in p.chosen.reasons[0]
+
+
+TABLE = [
+    # model, target, student expected, allowed bits of the choice
+    ("llama-2-7b", "edge-4gb", True, {4}),
+    ("llama-2-7b", "xeon", False, {8, 16, 32}),
+    ("llama-2-7b", "t4", False, {4, 5, 6, 8}),
+    ("mistral-7b", "edge-4gb", True, {4, 5}),
+    ("mistral-7b", "xeon", False, {8, 16}),
+    ("mistral-7b", "t4", False, {5, 6, 8}),
+    ("qwen2.5-0.5b", "edge-4gb", False, {6, 8, 16}),
+    ("qwen2.5-0.5b", "laptop", False, {6, 8, 16}),
+    ("smollm2-135m", "edge-4gb", False, {8, 16, 32}),
+    ("smollm2-135m", "t4", False, {8, 16}),
+    ("smollm2-135m", "xeon", False, {8, 16, 32}),
+    ("smollm2-135m", "laptop", False, {8, 16, 32}),
+]
+
+
+@pytest.mark.parametrize("model,target,student,bits", TABLE)
+def test_plan_table(model, target, student, bits):
+    p = plan(facts(model), load_profile(target))
+    assert p.chosen is not None
+    assert (p.chosen.student_layers is not None) == student
+    assert p.chosen.bits in bits
+    profile = load_profile(target)
+    assert p.chosen.runtime in profile.runtimes.prefer
+    assert p.chosen.predicted.quality >= profile.budget.min_quality
+
+
+@pytest.mark.parametrize("target", ["edge-4gb", "t4", "xeon", "laptop"])
+@pytest.mark.parametrize("model", ["llama-2-7b", "mistral-7b", "qwen2.5-0.5b", "smollm2-135m"])
+def test_every_rejection_has_a_reason_and_ranks_are_ordered(model, target):
+    p = plan(facts(model), load_profile(target))
+    ranks = [c.rank for c in p.candidates if c.feasible]
+    assert ranks == list(range(1, len(ranks) + 1))
+    assert p.chosen == p.candidates[0]
+    for c in p.candidates:
+        assert c.reasons
+        assert c.feasible == (not c.violations)
+        if not c.feasible:
+            assert len(c.reasons) == len(c.violations)
+
+
+def test_runtimes_outside_the_profile_are_rejected_with_that_reason():
+    p = plan(facts("smollm2-135m"), load_profile("t4"))
+    ov = [c for c in p.candidates if c.format == "openvino"]
+    assert ov and all("runtime" in c.violations for c in ov)
+    assert "not among the target's runtimes" in ov[0].reasons[0]
+
+
+def test_onnx_fp16_needs_a_gpu():
+    p = plan(facts("smollm2-135m"), load_profile("laptop"))
+    c = next(c for c in p.candidates if c.format == "onnx" and c.precision == "fp16")
+    assert "device" in c.violations
+
+
+def test_students_are_three_quarters_half_and_a_quarter():
+    assert student_sizes(32) == [None, 24, 16, 8]
+    assert student_sizes(30) == [None, 23, 15, 8]
+    assert student_sizes(2) == [None, 1]
+
+
+def test_quality_prior_falls_with_bits_and_with_students():
+    p = plan(facts("llama-2-7b"), load_profile("xeon"))
+    q = {(c.format, c.precision, c.student_layers): c.predicted.quality for c in p.candidates}
+    assert q[("gguf", "f16", None)] > q[("gguf", "q8_0", None)] > q[("gguf", "q4_k_m", None)]
+    assert q[("gguf", "q4_k_m", None)] > q[("gguf", "q4_0", None)]
+    assert q[("gguf", "q8_0", None)] > q[("gguf", "q8_0", 24)] > q[("gguf", "q8_0", 16)]
+    small = plan(facts("smollm2-135m"), load_profile("xeon"))
+    q_small = {
+        (c.format, c.precision, c.student_layers): c.predicted.quality for c in small.candidates
+    }
+    # a 135M model loses more to 4 bits than a 7B one
+    assert q_small[("gguf", "q4_0", None)] < q[("gguf", "q4_0", None)]
+
+
+def _tight(tmp_path, memory_gb):
+    raw = tomllib.loads((PROFILES / "edge-4gb.toml").read_text())
+    raw["name"] = "tight"
+    raw["budget"]["memory_gb"] = memory_gb
+    path = tmp_path / "tight.toml"
+    lines = [f'{k} = "{v}"' for k, v in raw.items() if isinstance(v, str)]
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            lines.append(f"[{section}]")
+            for k, v in values.items():
+                lines.append(f"{k} = {json.dumps(v)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_tighter_memory_budget_changes_the_choice(tmp_path):
+    model = facts("smollm2-135m")
+    roomy = plan(model, load_profile("edge-4gb")).chosen
+    tight_profile = load_profile(str(_tight(tmp_path, 0.27)))
+    tight = plan(model, tight_profile).chosen
+    assert tight is not None
+    assert (tight.precision, tight.student_layers) != (roomy.precision, roomy.student_layers)
+    assert tight.predicted.memory_bytes <= 0.27 * GB < roomy.predicted.memory_bytes
+
+
+def test_an_impossible_budget_says_what_would_fit(tmp_path):
+    model = facts("smollm2-135m")
+    p = plan(model, load_profile(str(_tight(tmp_path, 0.2))))
+    assert p.chosen is None
+    needs = p.needs
+    assert needs["memory_gb"] > 0.2
+    assert needs["message"].startswith("nothing fits tight: it would need memory_gb >= ")
+    assert needs["student_layers"] and needs["student_layers"] < 30
+    # raising the budget to what it names makes a plan
+    assert plan(model, load_profile(str(_tight(tmp_path, needs["memory_gb"])))).chosen
+
+
+def test_plan_round_trips_through_json():
+    for target in ("edge-4gb", "t4"):
+        p = plan(facts("llama-2-7b"), load_profile(target))
+        assert Plan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_plan_json_has_the_contract_keys():
+    d = plan(facts("smollm2-135m"), load_profile("edge-4gb")).to_dict()
+    assert {"chosen", "candidates", "schema_version"} <= set(d)
+    for c in d["candidates"]:
+        assert {"format", "precision", "bits", "student_layers", "feasible", "reasons"} <= set(c)
+        assert {"memory_bytes", "disk_bytes", "decode_tokens_per_s"} <= set(c["predicted"])
+
+
+def test_objective_speed_and_size(tmp_path):
+    raw = load_profile("laptop").to_dict()
+    model = facts("qwen2.5-0.5b")
+    by = {}
+    for objective in ("quality", "speed", "size"):
+        raw["objective"] = objective
+        by[objective] = plan(model, parse_profile(raw, source="x")).chosen
+    assert by["size"].predicted.disk_bytes <= by["quality"].predicted.disk_bytes
+    speed = by["speed"].predicted.decode_tokens_per_s
+    assert speed >= by["quality"].predicted.decode_tokens_per_s
+
+
+def test_planner_does_no_io(monkeypatch):
+    model, profile = facts("mistral-7b"), load_profile("edge-4gb")
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("the planner opened a file")
+
+    monkeypatch.setattr(builtins, "open", no_open)
+    assert plan(model, profile).chosen is not None
+
+
+def test_encoder_plan_has_no_kv_cache_or_decode():
+    from edgepack.model import ModelFacts
+
+    bert = ModelFacts(
+        path=None,
+        architecture="BertModel",
+        model_type="bert",
+        kind="encoder",
+        num_layers=6,
+        hidden_size=384,
+        intermediate_size=1536,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        head_dim=32,
+        vocab_size=30522,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        num_parameters=22_713_216,
+        embedding_parameters=11_720_448,
+        head_parameters=0,
+        layer_parameters=10_646_784,
+        parameters_source="config",
+        dtype="float32",
+        disk_bytes=0,
+        weights="none",
+        formats=("gguf", "openvino", "onnx"),
+    )
+    p = plan(bert, load_profile("edge-4gb"))
+    assert p.chosen is not None
+    assert all(c.student_layers is None for c in p.candidates)
+    assert all(c.predicted.kv_cache_bytes == 0 for c in p.candidates)
+    assert all(c.predicted.decode_tokens_per_s is None for c in p.candidates)

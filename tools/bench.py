@@ -1,0 +1,389 @@
+"""Benchmark edgepack bundles against what a user would run instead, on this machine.
+
+    .venv/bin/python tools/bench.py BUNDLE [BUNDLE ...] [--tokens N] [--prompt-tokens N]
+        [--repetitions N] [--threads N] [--eval-data FILE] [--eval-tokens N] [--json]
+        [--save FILE]
+
+For each bundle, on the same prompt ids, with the same thread count:
+  fp32     transformers fp32 eager `generate` on the bundle's source model (greedy): the baseline;
+  raw      the runtime's own user-facing API on the bundle's model/ with no edgepack code in the
+           loop: llama-cpp-python `Llama`, optimum-intel `OVModelForCausalLM` (with the kit's
+           f32 precision hint; and openvino-genai `LLMPipeline`, which the kit's runner wraps),
+           optimum `ORTModelForCausalLM`;
+  runner   the bundle's own runner (devicekit.load_runner in the bundle), what edgepack ships.
+Each runs in its own process (runtimes can crash each other, and memory is only meaningful per
+process): load, one warm-up, then repetitions; p50 of first-token latency and decode tokens/s;
+the child's peak RSS comes from the operating system when it exits (os.wait4: the same
+accounting check.py reads through RUSAGE_CHILDREN, per child). Quality: perplexity, KL and
+top-1 agreement of the bundle's runner on the evaluation text against the fp32 reference
+(edgepack.quality; the raw runtime runs the same artifact, so its logits and perplexity are the
+runner's). Evaluation text: --eval-data, else WikiText-2 test from ../shared/data when present,
+else edgepack's built-in text; its first --eval-tokens tokens (default 4096, the cap of
+edgepack.quality).
+Tables go to stdout (or one JSON document with --json); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "bench_children.py"
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "test.txt"
+RAW = {  # runtime -> its raw variants: (key in the report, child variant, label)
+    "llama.cpp": [("raw", "llama_cpp", "raw llama-cpp-python")],
+    "openvino": [
+        ("raw", "optimum_ov", "raw optimum-intel OpenVINO"),
+        ("raw_genai", "genai", "raw openvino-genai"),
+    ],
+    "onnxruntime": [("raw", "optimum_ort", "raw optimum ONNX Runtime")],
+}
+N_CTX = 2048  # the llama.cpp kit's context; the raw Llama gets the same KV cache
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run_child(spec: dict, scratch: Path) -> dict:
+    """One variant in its own process; returns its JSON report plus its peak RSS in bytes."""
+    spec_path = scratch / f"spec-{time.monotonic_ns()}.json"
+    spec_path.write_text(json.dumps(spec))
+    err_path = spec_path.with_suffix(".err")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(spec_path)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+        out = proc.stdout.read()
+        proc.stdout.close()
+        # wait4 reaps this child and gives its own rusage (ru_maxrss: its peak resident set)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    unit = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    report = json.loads(lines[-1]) if lines else None
+    if report is None or "error" in report:
+        tail = err_path.read_text().strip().splitlines()[-5:]
+        why = report["error"] if report else f"exit {proc.returncode}"
+        raise SystemExit(f"bench: {spec['variant']} failed: {why}\n" + "\n".join(tail))
+    return report | {"peak_rss_bytes": usage.ru_maxrss * unit}
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def prepare_eval(path: str | None, max_tokens: int, tokenizer, scratch: Path) -> dict:
+    """The evaluation text, cut after its first max_tokens tokens (so the fp32 reference and the
+    runners evaluate the same bounded slice), written where the children read it."""
+    from edgepack.quality import MAX_EVAL_TOKENS, eval_text
+
+    if path is None and WIKITEXT.is_file():
+        path = WIKITEXT
+    name, text = eval_text(path)
+    max_tokens = min(max_tokens, MAX_EVAL_TOKENS)
+    head = text[: max_tokens * 12]  # ample characters for max_tokens tokens
+    enc = tokenizer.encode(head, add_special_tokens=False)
+    if len(enc.ids) > max_tokens:
+        text = head[: enc.offsets[max_tokens][0]]
+    out = scratch / "eval.txt"
+    out.write_text(text, encoding="utf-8")
+    label = str(path) if path else "edgepack built-in text"
+    return {"name": name, "source": label, "path": str(out), "max_tokens": max_tokens}
+
+
+def prompt_ids(tokenizer, text: str, n: int) -> list[int]:
+    """The first n tokens of the evaluation text (repeated if it is shorter)."""
+    ids = tokenizer.encode(text[: n * 12], add_special_tokens=False).ids
+    return (ids * (n // max(len(ids), 1) + 1))[:n]
+
+
+def load_tokenizer(model_dir: Path):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def read_bundle(path: str) -> dict:
+    root = Path(path).resolve()
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise SystemExit(f"bench: {path} is not a bundle directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    source = Path(manifest["source_model"]["path"])
+    if not (source / "config.json").is_file():
+        raise SystemExit(f"bench: the source model of {path} is not on this machine: {source}")
+    config = json.loads((source / "config.json").read_text())
+    if not str((config.get("architectures") or [""])[0]).endswith("ForCausalLM"):
+        raise SystemExit(f"bench: {path} holds an encoder; this benchmark measures generation")
+    return {
+        "bundle": str(root),
+        "name": root.name,
+        "format": manifest["artifact"]["format"],
+        "precision": manifest["artifact"]["precision"],
+        "runtime": manifest["runtime"]["name"],
+        "source_model": str(source),
+        "source_weights": [source / f for f in manifest["source_model"]["weight_files"]],
+        "pad_token_id": config.get("pad_token_id") or config.get("eos_token_id"),
+    }
+
+
+def speed(report: dict, baseline_tokens: list[int] | None) -> dict:
+    tokens = report.pop("tokens")
+    figures = {
+        "api": report["api"],
+        "decode_tokens_per_s_p50": p50(report["decode_tokens_per_s"]),
+        "first_token_ms_p50": p50(report["first_token_ms"]),
+        "peak_rss_bytes": report["peak_rss_bytes"],
+        "load_s": report["load_s"],
+        "warmup_s": report["warmup_s"],
+        "decode_tokens_per_s": report["decode_tokens_per_s"],
+        "first_token_ms": report["first_token_ms"],
+    }
+    if baseline_tokens is not None:  # how long the greedy output stays the fp32 one
+        same = 0
+        for a, b in zip(tokens, baseline_tokens, strict=False):
+            if a != b:
+                break
+            same += 1
+        figures["same_tokens_as_fp32"] = same
+    return figures
+
+
+def ratios(entry: dict) -> dict:
+    v, q, size = entry["variants"], entry["quality"], entry["size"]
+    base, runner = v["baseline"], v["runner"]
+    out = {
+        "runner_decode_vs_fp32": runner["decode_tokens_per_s_p50"]
+        / base["decode_tokens_per_s_p50"],
+        "runner_first_token_vs_fp32": runner["first_token_ms_p50"] / base["first_token_ms_p50"],
+        "runner_peak_rss_vs_fp32": runner["peak_rss_bytes"] / base["peak_rss_bytes"],
+        "perplexity_vs_fp32": q["perplexity"] / q["reference_perplexity"],
+        "size_reduction": size["source_bytes"] / size["model_bytes"],
+    }
+    for key in ("raw", "raw_genai"):
+        if key in v:
+            raw = v[key]
+            out[f"{key}_decode_vs_fp32"] = (
+                raw["decode_tokens_per_s_p50"] / base["decode_tokens_per_s_p50"]
+            )
+            out[f"runner_vs_{key}_decode"] = (
+                runner["decode_tokens_per_s_p50"] / raw["decode_tokens_per_s_p50"]
+            )
+            out[f"runner_vs_{key}_first_token"] = (
+                runner["first_token_ms_p50"] / raw["first_token_ms_p50"]
+            )
+            out[f"runner_minus_{key}_first_token_ms"] = (
+                runner["first_token_ms_p50"] - raw["first_token_ms_p50"]
+            )
+    return out
+
+
+def bench(args) -> dict:
+    bundles = [read_bundle(b) for b in args.bundles]
+    scratch = Path(tempfile.mkdtemp(prefix="edgepack-bench-"))
+    try:
+        return _bench(args, bundles, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _bench(args, bundles: list[dict], scratch: Path) -> dict:
+    load_before = os.getloadavg()[0]
+    threads = args.threads if args.threads is not None else os.cpu_count()
+    common = {"tokens": args.tokens, "repetitions": args.repetitions, "threads": threads}
+    first = Path(bundles[0]["source_model"])
+    tokenizer = load_tokenizer(first)
+    evaluation = prepare_eval(args.eval_data, args.eval_tokens, tokenizer, scratch)
+    text = Path(evaluation["path"]).read_text(encoding="utf-8")
+    references, baselines, results = {}, {}, []
+    for b in bundles:
+        source = b["source_model"]
+        ids = prompt_ids(load_tokenizer(Path(source)), text, args.prompt_tokens)
+        spec = common | {"prompt_ids": ids, "pad_token_id": b["pad_token_id"]}
+        quality_spec = {
+            "model_dir": source,
+            "eval_path": evaluation["path"],
+            "eval_name": evaluation["name"],
+            "threads": threads,
+        }
+        if source not in references:
+            log(f"fp32 reference on the evaluation text ({Path(source).name})")
+            references[source] = run_child(quality_spec | {"variant": "reference"}, scratch)
+            log(f"fp32 transformers generate ({Path(source).name})")
+            report = run_child(spec | {"variant": "transformers", "model_dir": source}, scratch)
+            baselines[source] = (report["tokens"], speed(report, None))
+        base_tokens, base = baselines[source]
+        variants = {"baseline": {"label": "transformers fp32 (source model)"} | base}
+        model_dir = str(Path(b["bundle"]) / "model")
+        for key, variant, label in RAW[b["runtime"]]:
+            log(f"{b['name']}: {label}")
+            raw = run_child(
+                spec | {"variant": variant, "model_dir": model_dir, "n_ctx": N_CTX}, scratch
+            )
+            variants[key] = {"label": label} | speed(raw, base_tokens)
+            variants[key]["quality"] = "the runner's: same artifact, same logits"
+        log(f"{b['name']}: edgepack runner")
+        kit = {"bundle": b["bundle"], "runtime": b["runtime"]}
+        runner = run_child(spec | kit | {"variant": "runner"}, scratch)
+        variants["runner"] = {"label": "edgepack runner"} | speed(runner, base_tokens)
+        log(f"{b['name']}: quality through the runner")
+        quality = run_child(quality_spec | kit | {"variant": "quality"}, scratch)
+        quality.pop("peak_rss_bytes")
+        size = {
+            "source_bytes": sum(p.stat().st_size for p in b["source_weights"]),
+            "model_bytes": tree_bytes(Path(model_dir)),
+            "bundle_bytes": tree_bytes(Path(b["bundle"])),
+        }
+        entry = {k: b[k] for k in ("bundle", "name", "format", "precision", "runtime")}
+        entry |= {"source_model": source, "size": size, "quality": quality, "variants": variants}
+        entry["reference"] = references[source]
+        entry["ratios"] = ratios(entry)
+        results.append(entry)
+    from edgepack.kit import check_module
+
+    return {
+        "host": check_module().host() | {"load_average_1m": [load_before, os.getloadavg()[0]]},
+        "settings": {
+            "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.tokens,
+            "repetitions": args.repetitions,
+            "warmup_new_tokens": 8,
+            "threads": threads,
+            "statistic": "p50",
+        },
+        "eval": {k: v for k, v in evaluation.items() if k != "path"},
+        "bundles": results,
+    }
+
+
+# -- text output ------------------------------------------------------------------------------
+
+
+def table(entry: dict, settings: dict) -> str:
+    v, q, size, r = entry["variants"], entry["quality"], entry["size"], entry["ratios"]
+    mb = 1e6
+    head = (
+        f"{entry['name']}: {entry['format']} {entry['precision']} on {entry['runtime']}  "
+        f"({entry['bundle']})"
+    )
+    cols = f"  {'variant':<34}{'decode tok/s':>13}{'first tok ms':>13}{'peak RSS MB':>12}"
+    cols += f"{'cold s':>8}{'disk MB':>9}{'perplexity':>11}{'same tok':>10}"
+    lines = [head, cols]
+    for key, fig in v.items():
+        disk = size["source_bytes"] if key == "baseline" else size["model_bytes"]
+        ppl = q["reference_perplexity"] if key == "baseline" else q["perplexity"]
+        mark = "*" if key.startswith("raw") else " "
+        same = fig.get("same_tokens_as_fp32")
+        same = "ref" if same is None else f"{same}/{settings['new_tokens']}"
+        lines.append(
+            f"  {fig['label']:<34}{fig['decode_tokens_per_s_p50']:>13.1f}"
+            f"{fig['first_token_ms_p50']:>13.1f}{fig['peak_rss_bytes'] / mb:>12.0f}"
+            f"{fig['load_s'] + fig['warmup_s']:>8.2f}{disk / mb:>9.0f}{ppl:>10.3f}{mark}{same:>10}"
+        )
+    for fig in v.values():
+        lines.append(f"    {fig['label']}: {fig['api']}")
+    lines.append(
+        "  cold s: imports + load + the warm-up generation; same tok: greedy tokens equal to "
+        "fp32's before the first difference"
+    )
+    lines.append("  * the raw runtime runs the runner's artifact: the same logits and perplexity")
+    ratio = [
+        f"  RATIOS  decode vs fp32: runner {r['runner_decode_vs_fp32']:.2f}x"
+        + "".join(
+            f", {v[k]['label']} {r[f'{k}_decode_vs_fp32']:.2f}x"
+            for k in ("raw", "raw_genai")
+            if k in v
+        )
+    ]
+    for k in ("raw", "raw_genai"):
+        if k in v:
+            ratio.append(
+                f"          runner vs {v[k]['label']}: decode {r[f'runner_vs_{k}_decode']:.2f}x, "
+                f"first token {r[f'runner_vs_{k}_first_token']:.2f}x "
+                f"({r[f'runner_minus_{k}_first_token_ms']:+.1f} ms)"
+            )
+    ratio.append(
+        f"          perplexity vs fp32: {r['perplexity_vs_fp32']:.4f}x "
+        f"({q['perplexity']:.3f} vs {q['reference_perplexity']:.3f}; retention "
+        f"{q['retention']:.4f}, KL {q['kl_divergence_mean']:.4f}, top-1 "
+        f"{q['top1_agreement']:.1%} over {q['eval_tokens']} scored tokens)"
+    )
+    ratio.append(
+        f"          size: {r['size_reduction']:.2f}x smaller ({size['model_bytes'] / mb:.0f} MB "
+        f"model/ vs {size['source_bytes'] / mb:.0f} MB safetensors); peak memory "
+        f"{r['runner_peak_rss_vs_fp32']:.2f}x fp32"
+    )
+    return "\n".join(lines + ratio)
+
+
+def report_text(result: dict) -> str:
+    s, h, e = result["settings"], result["host"], result["eval"]
+    lines = [
+        f"edgepack bench: {s['prompt_tokens']}-token prompt, {s['new_tokens']} new tokens "
+        f"(greedy), warm-up then {s['repetitions']} repetitions, p50; {s['threads']} threads",
+        f"host: {h['cpu']}, {h['cores']} cores, {h['os']}; load average "
+        f"{h['load_average_1m'][0]:.1f} before, {h['load_average_1m'][1]:.1f} after",
+        f"evaluation text: {e['source']} (first {e['max_tokens']} tokens at most)",
+        "",
+    ]
+    for entry in result["bundles"]:
+        lines += [table(entry, s), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per run (64)")
+    parser.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (128)")
+    parser.add_argument("--repetitions", type=int, default=5, help="timed runs (5)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads for every variant (default: all cores; 0: each runtime's own default)",
+    )
+    parser.add_argument("--eval-data", help="evaluation text (default: WikiText-2 or built-in)")
+    parser.add_argument("--eval-tokens", type=int, default=4096, help="tokens of it (4096)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--save", metavar="FILE", help="also write the JSON document to FILE")
+    args = parser.parse_args(argv)
+    for name in ("tokens", "prompt_tokens", "repetitions", "eval_tokens"):
+        if getattr(args, name) < (2 if name == "tokens" else 1):
+            parser.error(f"--{name.replace('_', '-')} is too small")
+    if args.prompt_tokens + args.tokens > N_CTX:
+        parser.error(f"--prompt-tokens + --tokens must fit the runners' context of {N_CTX}")
+    started = time.perf_counter()
+    result = bench(args)
+    result["wall_s"] = time.perf_counter() - started
+    log(f"done in {result['wall_s']:.0f} s")
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2) + "\n" if args.json else report_text(result), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
