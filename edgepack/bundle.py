@@ -27,6 +27,7 @@ STAGING = ".edgepack-staging-"
 RETIRED = ".edgepack-retired-"
 MAX_MANIFEST_BYTES = 50_000_000
 _LEFTOVER = re.compile(rf"^(?:{re.escape(STAGING)}|{re.escape(RETIRED)})(\d+)-")
+_OURS: set[str] = set()  # staging directories this process made and still uses
 
 
 def kit_files(runtime: str) -> list[str]:
@@ -58,14 +59,19 @@ def write_manifest(root: Path, manifest: dict) -> dict:
 def staging_dir(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(dest.parent)
-    return Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-{dest.name}-", dir=dest.parent))
+    path = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-{dest.name}-", dir=dest.parent))
+    _OURS.add(path.name)
+    return path
 
 
 def clean_leftovers(parent: Path) -> None:
-    """Remove staging and retired directories of builds whose process is gone."""
+    """Remove staging and retired directories of builds whose process is gone.
+
+    A build stages several candidates side by side: directories this process made are kept
+    (a leftover under our own pid is from an earlier process that had the same pid)."""
     for path in parent.glob(".edgepack-*"):
         match = _LEFTOVER.match(path.name)
-        if not match:
+        if not match or path.name in _OURS:
             continue
         pid = int(match.group(1))
         if pid != os.getpid() and _alive(pid):

@@ -59,6 +59,17 @@ def test_leftovers_of_a_dead_build_are_removed(tmp_path):
     assert alive.exists(), "a running build's staging directory must be left alone"
 
 
+def test_staging_directories_of_this_build_survive_each_other(tmp_path):
+    dest = tmp_path / "out" / "demo-edge"
+    first = staging_dir(dest)
+    second = staging_dir(dest)  # a second candidate of the same build
+    assert first.exists() and second.exists() and first != second
+    own_leftover = dest.parent / f".edgepack-staging-{os.getpid()}-demo-edge-old"
+    own_leftover.mkdir()  # an earlier process that had our pid
+    clean_leftovers(dest.parent)
+    assert first.exists() and second.exists() and not own_leftover.exists()
+
+
 def test_unpack_round_trip(tmp_path):
     _, tarball, manifest = make_bundle(tmp_path)
     root = unpack(tarball, tmp_path / "fresh")
