@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .bundle import kit_files, publish, staging_dir, write_manifest
+from .calibration import calibration_text
 from .errors import EdgepackError, PlanError, QualityError, StudentRequired
 from .exports import export_cached, forget
 from .formats.base import Artifact, check_supported
@@ -120,6 +121,7 @@ class Trial:
     manifest: dict
     check: dict
     reasons: list[str]
+    fallback_for: str | None = None  # the 4-bit candidate whose miss brought this one in
 
     @property
     def measured(self) -> dict:
@@ -134,6 +136,7 @@ class Trial:
             "student_layers": c.student_layers,
             "runtime": c.runtime,
             "chosen": chosen,
+            "fallback_for": self.fallback_for,
             "accepted": not self.reasons,
             "reasons": self.reasons,
             "predicted": {
@@ -167,8 +170,13 @@ def build(
     run_check: bool = True,
     eval_data: Path | None = None,
     candidates: int = 1,
+    calibration: Path | None = None,
 ) -> list[BuildResult]:
-    """Plan, export, validate and measure the candidates of every target; write the chosen."""
+    """Plan, export, validate and measure the candidates of every target; write the chosen.
+
+    A 4-bit candidate that misses the quality floor brings in its mixed-precision variant
+    (the registry's `mixed` row) before the build gives up."""
+    cal_text = calibration_text(calibration)[1] if calibration else None
     todo = []
     for profile in profiles:
         p = plan(facts, profile)
@@ -199,12 +207,15 @@ def build(
     try:
         for profile, p, picked, forced in todo:
             trials = []
-            for candidate in picked:
+            queue = list(picked)
+            fallback_for: dict[tuple[str, str], str] = {}
+            while queue:
+                candidate = queue.pop(0)
                 key = (candidate.format, candidate.precision)
                 steps = Steps(f"{profile.name}: {candidate.label}", total=6)
                 if key not in prepared:
                     prepared[key] = _export_validate_measure(
-                        model_dir, facts, candidate, cache, ref, eval_ref, steps
+                        model_dir, facts, candidate, cache, ref, eval_ref, steps, cal_text
                     )
                 else:
                     steps.advance("export reused", 3)
@@ -223,9 +234,21 @@ def build(
                     steps,
                     run_check,
                 )
+                trial.fallback_for = fallback_for.get(key)
                 staged.append(trial)
                 trials.append(trial)
                 steps.close()
+                tried = [t.candidate for t in trials] + queue
+                fallback = _mixed_fallback(p, profile, trial, tried)
+                if fallback is not None:
+                    print(
+                        f"{profile.name}: {candidate.label} keeps {quality['retention']:.4f} < "
+                        f"floor {profile.budget.min_quality:g}; trying its mixed-precision "
+                        f"variant {fallback.label}",
+                        file=sys.stderr,
+                    )
+                    queue.append(fallback)
+                    fallback_for[(fallback.format, fallback.precision)] = candidate.label
             best = _choose(profile, trials)
             if best is None:
                 raise QualityError(_gate_message(profile, p, trials))
@@ -255,6 +278,30 @@ def build(
     finally:
         for trial in staged:
             shutil.rmtree(trial.staging, ignore_errors=True)
+
+
+def _mixed_fallback(
+    p: Plan, profile: Profile, trial: Trial, tried: list[Candidate]
+) -> Candidate | None:
+    """The mixed-precision variant of a 4-bit candidate that missed the floor, if not tried."""
+    c = trial.candidate
+    if c.bits != 4 or trial.quality["retention"] >= profile.budget.min_quality:
+        return None
+    mixed = FORMATS[c.format].precision(c.precision).mixed
+    if mixed is None or (c.format, mixed) in {(t.format, t.precision) for t in tried}:
+        return None
+    return next(
+        (
+            m
+            for m in p.candidates
+            if m.format == c.format
+            and m.precision == mixed
+            and m.student_layers == c.student_layers
+            and m.device == c.device
+            and not set(m.violations) - {"quality"}
+        ),
+        None,
+    )
 
 
 def _choose(profile: Profile, trials: list[Trial]) -> Trial | None:
@@ -292,16 +339,19 @@ def _choose(profile: Profile, trials: list[Trial]) -> Trial | None:
 
 
 def _gate_message(profile: Profile, p: Plan, trials: list[Trial]) -> str:
-    """Why no candidate was accepted, and the next candidate worth trying."""
-    best = max(trials, key=lambda t: t.quality["retention"])
+    """Why no candidate was accepted, the mixed-precision variants tried, and the next
+    candidate worth trying."""
+    firsts = [t for t in trials if t.fallback_for is None]
+    best = max(firsts, key=lambda t: t.quality["retention"])
     candidate, quality = best.candidate, best.quality
     tried = {(t.candidate.format, t.candidate.precision) for t in trials}
+    predicted = max(t.candidate.predicted.quality for t in trials)
     better = [
         c
         for c in p.candidates
         if c.student_layers == candidate.student_layers
         and (c.format, c.precision) not in tried
-        and c.predicted.quality > candidate.predicted.quality
+        and c.predicted.quality > predicted
         and not set(c.violations) - {"quality"}
     ]
     hint = "no other candidate of this plan is predicted to keep more"
@@ -314,18 +364,22 @@ def _gate_message(profile: Profile, p: Plan, trials: list[Trial]) -> str:
             f" (perplexity {quality['perplexity']:.2f} vs the reference's "
             f"{quality['reference_perplexity']:.2f})"
         )
-    others = f" ({len(trials)} candidates measured)" if len(trials) > 1 else ""
+    others = f" ({len(firsts)} candidates measured)" if len(firsts) > 1 else ""
     why = "; ".join(best.reasons)
+    mixed = [t for t in trials if t.fallback_for is not None]
+    if mixed:
+        kept = ", ".join(f"{t.candidate.label} {t.quality['retention']:.4f}" for t in mixed)
+        why += f"; the mixed-precision variants tried keep {kept}"
     return (
         f"{candidate.label} keeps {measured}{others}: {why}; nothing fits {profile.name}'s "
         f"floor {profile.budget.min_quality:g}, no bundle written; {hint}"
     )
 
 
-def _export_validate_measure(model_dir, facts, candidate, cache, ref, eval_ref, steps):
+def _export_validate_measure(model_dir, facts, candidate, cache, ref, eval_ref, steps, cal_text):
     steps.advance(f"exporting {candidate.format} {candidate.precision}")
     artifact = export_cached(
-        model_dir, facts, candidate.format, candidate.precision, cache, steps.note
+        model_dir, facts, candidate.format, candidate.precision, cache, steps.note, cal_text
     )
     steps.advance("validating against the fp32 reference")
     runner = load_runner(artifact.runtime, artifact.path)

@@ -1,5 +1,7 @@
 """Quality measured in the runtime: perplexity, KL, retention, and the gate in build."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,9 @@ from edgepack.errors import EdgepackError
 from edgepack.kit import load_runner
 from edgepack.quality import chunks, eval_text, measure, perplexity, reference_eval, scored
 from tests.conftest import PROFILES, run_cli
+
+# between the default model's measured retention of gguf q4_0 and of q4_k_m (its mixed variant)
+MIXED_FLOOR = 0.93
 
 
 def test_chunks_score_the_second_half():
@@ -76,15 +81,21 @@ def test_runtime_perplexity_equals_an_independent_computation(default_model, exp
     assert quality.kl_divergence_mean >= 0
 
 
-@pytest.mark.integration
-def test_gate_refuses_a_candidate_below_the_floor(tmp_path):
+def floor_profile(tmp_path, name: str, floor: float):
+    """edge-4gb with another quality floor."""
     text = (PROFILES / "edge-4gb.toml").read_text()
-    strict = tmp_path / "strict.toml"
-    strict.write_text(
-        text.replace('name = "edge-4gb"', 'name = "strict"').replace(
-            "min_quality = 0.85 ", "min_quality = 0.999 "
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        text.replace('name = "edge-4gb"', f'name = "{name}"').replace(
+            "min_quality = 0.85 ", f"min_quality = {floor} "
         )
     )
+    return path
+
+
+@pytest.mark.integration
+def test_gate_refuses_a_candidate_below_the_floor(tmp_path):
+    strict = floor_profile(tmp_path, "strict", 0.999)
     out = tmp_path / "out"
     result = run_cli(
         "build",
@@ -100,5 +111,54 @@ def test_gate_refuses_a_candidate_below_the_floor(tmp_path):
     assert result.returncode == 1, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
     assert "gguf q4_0 keeps retention" in line and "strict's floor 0.999" in line
+    # before giving up, the mixed-precision variants were measured too
+    assert "mixed-precision variants tried keep gguf q4_k_m 0." in line
+    assert "gguf q4_k_m_mixed 0." in line
     assert "next worth trying: --format gguf --precision" in line
     assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith("."))
+
+
+@pytest.mark.integration
+def test_a_4_bit_miss_falls_back_to_its_mixed_variant(tmp_path):
+    profile = floor_profile(tmp_path, "between", MIXED_FLOOR)
+    out = tmp_path / "out"
+    result = run_cli(
+        "build",
+        "--target",
+        str(profile),
+        "--format",
+        "gguf",
+        "--precision",
+        "q4_0",
+        "--candidates",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trying its mixed-precision variant gguf q4_k_m" in result.stderr
+    (bundle,) = json.loads(result.stdout)["bundles"]
+    assert (bundle["format"], bundle["precision"]) == ("gguf", "q4_k_m")
+    rows = {r["precision"]: r for r in bundle["candidates_measured"]}
+    assert set(rows) == {"q4_0", "q4_k_m"}
+    assert rows["q4_0"]["measured"]["retention"] < MIXED_FLOOR and not rows["q4_0"]["accepted"]
+    assert rows["q4_k_m"]["fallback_for"] == "gguf q4_0" and rows["q4_k_m"]["chosen"]
+    assert rows["q4_k_m"]["measured"]["retention"] >= MIXED_FLOOR
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [(0, "has 0 words; give at least 300 words"), (40, "has 40 words; give at least 300")],
+)
+def test_short_calibration_text_is_refused_before_any_work(tmp_path, words, message):
+    text = tmp_path / "cal.txt"
+    text.write_text(" ".join(["word"] * words))
+    out = tmp_path / "out"
+    result = run_cli(
+        "build", "--target", "edge-4gb", "--calibration", str(text), "--out", str(out)
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: calibration text") and message in line
+    assert not out.exists()
