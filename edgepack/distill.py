@@ -1,0 +1,507 @@
+"""Knowledge distillation of a smaller student (`edgepack distill`).
+
+Student: the teacher with a well-spread subset of its decoder layers kept (always the first and
+the last, the rest evenly spaced), plus its embeddings, final norm and head. Dropping half the
+layers of a trained model breaks it (the default model's 15-layer student starts at perplexity
+~1e6), but every weight it keeps is already trained, so it recovers in a few hundred steps.
+
+Loss, per token: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy of the
+next token, where X_T is the softmax of logits / T. Multiplying by T^2 keeps the soft term's
+gradients on the scale of the hard one whatever T is (Hinton et al., 2015).
+
+Defaults, and why:
+- temperature 2, alpha 0.5, lr 3e-4 (AdamW, linear decay after a 5 % warm-up): what was measured
+  on the default model (FACTS.md, "Distillation of the default model"): with them a 15-of-30-layer
+  student went from perplexity 1.2e6 to 29.8 (teacher 25.0) in 300 steps on a GPU. The reference
+  write-up used T=3 with 0.7/0.3; a softer target carries more of the teacher's ranking of
+  unlikely tokens, which matters less here than recovering the top of the distribution quickly.
+- 200 steps of 4 x 256 tokens, 50 % of the layers (--layers/--ratio): a student that is clearly
+  better than its layer-dropped start, in about half an hour on a 2-core CPU and about a minute
+  on one GPU. More text and more steps help until the held-out KL stops falling.
+- the held-out part of the training text is evaluated every --save-steps (default 1/8 of the
+  steps) and the checkpoint with the lowest KL to the teacher is the one written: with little
+  text the student overfits (training cross-entropy keeps falling while held-out figures rise).
+
+The student is judged on text of another domain than its training text: at the end, teacher,
+undistilled student and distilled student are measured on the evaluation text (built-in
+edgepack/data/eval.txt, which train.txt does not resemble), with the chunks and scoring of the
+build's quality gate: perplexity, KL divergence to the teacher, top-1 agreement with it.
+
+Training is the Hugging Face Trainer (a subclass whose compute_loss runs the frozen teacher), so
+the same command runs on a CPU and, unchanged, on several GPUs under `accelerate launch -m
+edgepack distill ...` (bf16 or fp16 autocast on CUDA). Checkpoints go to OUT/checkpoints;
+`--resume` continues from the latest (step count, optimizer, scheduler and RNG state restored).
+OUT is a normal Hugging Face model directory plus distill_report.json, which records the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
+from .errors import EdgepackError, ModelError, UnsupportedModelError
+
+REPORT_FILE = "distill_report.json"
+CHECKPOINTS = "checkpoints"
+SCHEMA_VERSION = 1
+DEFAULT_STEPS = 200
+DEFAULT_SEQ_LEN = 256
+DEFAULT_BATCH = 4
+DEFAULT_TEMPERATURE = 2.0
+DEFAULT_ALPHA = 0.5
+DEFAULT_LR = 3e-4
+DEFAULT_RATIO = 0.5
+HELD_OUT_EVAL_TOKENS = 2048  # per evaluation during training: enough to rank checkpoints
+_LAYER_KEY = re.compile(r"^(.*?\.(?:layers|h|blocks)\.)(\d+)(\..+)$")
+_NOT_COPIED = re.compile(
+    r"^(config\.json|.*\.(safetensors|bin|pt|pth|gguf|ckpt|h5|msgpack)|"
+    r".*\.index\.json|distill_report\.json|generated\.txt|\..*)$"
+)
+
+
+def teacher_layers(teacher_dir: Path) -> int:
+    """Number of decoder layers of the teacher, from its config.json."""
+    try:
+        config = json.loads((Path(teacher_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot read {teacher_dir}/config.json ({exc}); --teacher must be a Hugging Face "
+            "model directory"
+        ) from None
+    config = config.get("text_config", config)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    raise UnsupportedModelError(f"{teacher_dir}/config.json does not say how many layers it has")
+
+
+def resolve_layers(n_teacher: int, layers: int | None = None, ratio: float | None = None) -> int:
+    """The student's layer count from --layers or --ratio (default: half the teacher's)."""
+    if layers is not None and ratio is not None:
+        raise EdgepackError("give --layers or --ratio, not both")
+    if ratio is not None:
+        if not 0 < ratio < 1:
+            raise EdgepackError(f"--ratio {ratio:g} must be between 0 and 1, e.g. 0.5 for half")
+        layers = min(n_teacher - 1, max(1, round(n_teacher * ratio)))
+    elif layers is None:
+        layers = max(1, round(n_teacher * DEFAULT_RATIO))
+    if not 1 <= layers < n_teacher:
+        raise EdgepackError(
+            f"--layers {layers}: a student needs at least 1 and fewer than the teacher's "
+            f"{n_teacher} layers; choose one of 1..{n_teacher - 1}"
+        )
+    return layers
+
+
+def select_layers(n_teacher: int, n_student: int) -> list[int]:
+    """Evenly spread teacher layers for the student, always the first and the last."""
+    if n_student == 1:
+        return [0]
+    step = (n_teacher - 1) / (n_student - 1)  # >= 1, so the picks are distinct
+    return [int(i * step + 0.5) for i in range(n_student)]
+
+
+def make_student(teacher, keep: list[int]):
+    """A model of the teacher's class with only the `keep` layers, weights copied."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(keep)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(config)
+    rename = {str(old): str(new) for new, old in enumerate(keep)}
+    state, matched = {}, False
+    for key, value in teacher.state_dict().items():
+        m = _LAYER_KEY.match(key)
+        matched |= m is not None
+        if m is None:
+            state[key] = value
+        elif m.group(2) in rename:
+            state[m.group(1) + rename[m.group(2)] + m.group(3)] = value
+    if not matched:
+        raise UnsupportedModelError(
+            f"cannot find the decoder layers of {type(teacher).__name__} (no '.layers.N.' "
+            "weights); distillation supports decoder models with a stack of layers"
+        )
+    student.load_state_dict(state, strict=True)
+    return student.to(next(teacher.parameters()).device)
+
+
+def distillation_loss(student_logits, teacher_logits, input_ids, temperature, alpha):
+    """(loss, kl, ce): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * next-token CE.
+
+    KL is summed over the vocabulary and averaged over positions; CE is the mean over positions
+    that have a next token.
+    """
+    import torch.nn.functional as F
+
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(s, t, log_target=True, reduction="none").sum(-1).mean()
+    ce = F.cross_entropy(
+        student_logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten().long()
+    )
+    return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
+
+
+def compare(teacher, students: dict, sequences) -> dict:
+    """Perplexity, KL to the teacher and top-1 agreement of each model on scored positions.
+
+    sequences: (token ids, slice of the positions whose next token is scored), each evaluated
+    from an empty context.
+    """
+    import torch
+
+    device = next(teacher.parameters()).device
+    models = {"teacher": teacher, **students}
+    modes = {name: m.training for name, m in models.items()}
+    sums = {name: [0.0, 0.0, 0] for name in models}  # nll, kl, agreeing top-1
+    count = 0
+    with torch.inference_mode():
+        for name in models:
+            models[name].eval()
+        for ids, window in sequences:
+            x = torch.as_tensor(list(ids), dtype=torch.long, device=device)[None]
+            targets = x[0, window.start + 1 : window.stop + 1]
+            ref = torch.log_softmax(teacher(x).logits[0, window].double(), -1)
+            for name, model in models.items():
+                logp = ref if model is teacher else model(x).logits[0, window].double()
+                logp = torch.log_softmax(logp, -1)
+                sums[name][0] += float(-logp.gather(1, targets[:, None]).sum())
+                sums[name][1] += float((ref.exp() * (ref - logp)).sum())
+                sums[name][2] += int((logp.argmax(-1) == ref.argmax(-1)).sum())
+            count += len(targets)
+    for name, model in models.items():
+        model.train(modes[name])
+    return {
+        name: {
+            "perplexity": math.exp(nll / count),
+            "kl": max(0.0, kl / count),
+            "top1": agree / count,
+            "tokens": count,
+        }
+        for name, (nll, kl, agree) in sums.items()
+    }
+
+
+def distill(
+    teacher_dir: Path,
+    out: Path,
+    layers: int | None = None,
+    *,
+    ratio: float | None = None,
+    data: list[Path] | tuple = (),
+    steps: int = DEFAULT_STEPS,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    batch: int = DEFAULT_BATCH,
+    temperature: float = DEFAULT_TEMPERATURE,
+    alpha: float = DEFAULT_ALPHA,
+    lr: float = DEFAULT_LR,
+    save_steps: int | None = None,
+    generate: int = 0,
+    resume: bool = False,
+    eval_data: Path | None = None,
+    progress=True,
+) -> dict:
+    """Distil a student of `layers` layers from teacher_dir into out; returns the report.
+
+    progress: True for a bar on stderr, False for silence, or a callable given short notes.
+    """
+    from .quality import eval_text
+
+    teacher_dir, out, data = Path(teacher_dir), Path(out), [Path(p) for p in data]
+    n_teacher = teacher_layers(teacher_dir)
+    _check_numbers(steps, seq_len, batch, temperature, alpha, lr, save_steps, generate)
+    check_files(data)
+    eval_name, eval_body = eval_text(eval_data)
+    latest, saved = latest_checkpoint(out), {}
+    if resume:
+        if latest is None:
+            raise EdgepackError(
+                f"--resume: there is no checkpoint in {out / CHECKPOINTS}; run without --resume "
+                "to start a new distillation"
+            )
+        done = json.loads((latest / "trainer_state.json").read_text())["global_step"]
+        if done >= steps:
+            raise EdgepackError(
+                f"--resume: {latest.name} is at step {done} already; pass --steps above {done} "
+                "to train further"
+            )
+        saved = json.loads((latest / "config.json").read_text())
+        if layers is None and ratio is None:
+            layers = saved.get("num_hidden_layers")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EdgepackError(
+            f"--out {out} is not empty; pass --resume to continue the distillation there, or "
+            "choose a new --out directory"
+        )
+    layers = resolve_layers(n_teacher, layers, ratio)
+    if resume and saved.get("num_hidden_layers") != layers:
+        raise EdgepackError(
+            f"--resume: the checkpoint in {out} has {saved.get('num_hidden_layers')} layers, not "
+            f"{layers}; resume with --layers {saved.get('num_hidden_layers')} or start anew"
+        )
+    created = None if out.exists() else out  # the outermost directory this run creates
+    while created is not None and not created.parent.exists():
+        created = created.parent
+    out.mkdir(parents=True, exist_ok=True)
+    options = dict(steps=steps, seq_len=seq_len, batch=batch, temperature=temperature)
+    options |= dict(alpha=alpha, lr=lr, save_steps=save_steps or max(1, round(steps / 8)))
+    try:
+        return _run(
+            teacher_dir,
+            out,
+            layers,
+            n_teacher,
+            data,
+            options,
+            generate,
+            latest if resume else None,
+            (eval_name, eval_body),
+            progress,
+        )
+    except BaseException:
+        if latest_checkpoint(out) is None:  # nothing worth keeping: leave no half-written OUT
+            if created is None:  # it existed, empty
+                for item in out.iterdir():
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+            else:
+                shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _check_numbers(steps, seq_len, batch, temperature, alpha, lr, save_steps, generate):
+    for name, value, ok, want in (
+        ("--steps", steps, steps >= 1, "at least 1"),
+        ("--seq-len", seq_len, seq_len >= 8, "at least 8"),
+        ("--batch", batch, batch >= 1, "at least 1"),
+        ("--temperature", temperature, temperature > 0, "above 0 (1 = the plain softmax)"),
+        ("--alpha", alpha, 0 <= alpha <= 1, "between 0 (only cross-entropy) and 1 (only KL)"),
+        ("--lr", lr, 0 < lr < 1, "between 0 and 1, e.g. 3e-4"),
+        ("--save-steps", save_steps, save_steps is None or save_steps >= 1, "at least 1"),
+        ("--generate", generate, generate >= 0, "0 or more tokens"),
+    ):
+        if not ok:
+            raise EdgepackError(f"{name} {value} is out of range: give {want}")
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The checkpoint with the highest step in out/checkpoints that has its trainer state."""
+    found = [
+        (int(p.name.rsplit("-", 1)[1]), p)
+        for p in Path(out, CHECKPOINTS).glob("checkpoint-*")
+        if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, evaluation, progress):
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .distill_train import train
+    from .quality import MAX_EVAL_TOKENS, chunks, scored
+
+    started = time.monotonic()
+    transformers.logging.set_verbosity_error()
+    if progress is True:
+        note = lambda message: print(f"distill: {message}", file=sys.stderr)  # noqa: E731
+    else:
+        note = progress or (lambda message: None)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    note(f"tokenizing {len(data)} training text file(s)" if data else "tokenizing train.txt")
+    text = load_text(tokenizer, data, o["seq_len"])
+    note(f"loading the teacher {teacher_dir}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    if generate:
+        path = out / GENERATED_FILE
+        if not path.is_file():
+            note(f"sampling {generate} tokens of training text from the teacher")
+            path.write_text(generate_text(teacher, tokenizer, generate), encoding="utf-8")
+        text = add_generated(text, tokenizer, path.read_text(encoding="utf-8"))
+    keep = select_layers(n_teacher, layers)
+    picked = text.held_out[
+        :: max(1, math.ceil(len(text.held_out) * o["seq_len"] / HELD_OUT_EVAL_TOKENS))
+    ]
+    held = [(w, slice(0, len(w) - 1)) for w in picked]
+    resumed = (
+        json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        if checkpoint
+        else 0
+    )
+    trainer = train(
+        teacher,
+        make_student(teacher, keep),
+        text,
+        held,
+        out / CHECKPOINTS,
+        o,
+        checkpoint,
+        progress,
+    )
+    if not trainer.is_world_process_zero():
+        return {}
+    student = trainer.model
+    note("measuring teacher, undistilled and distilled student")
+    ids = tokenizer(evaluation[1], add_special_tokens=False)["input_ids"][:MAX_EVAL_TOKENS]
+    undistilled = make_student(teacher, keep)
+    models = {"undistilled": undistilled, "distilled": student}
+    on_eval = compare(teacher, models, [(ids[a:b], scored(a, b)) for a, b in chunks(len(ids))])
+    on_held = compare(teacher, models, held)
+    _save(student, teacher_dir, out)
+    state = trainer.state
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "teacher": {
+            "path": str(teacher_dir.resolve()),
+            "num_layers": n_teacher,
+            "weights_sha256": _weights_digest(teacher_dir),
+        },
+        "student": {
+            "num_layers": layers,
+            "kept_layers": keep,
+            "num_parameters": sum(p.numel() for p in student.parameters()),
+        },
+        "data": {
+            "files": text.files,
+            "generated_tokens": text.generated_tokens,
+            "seq_len": o["seq_len"],
+            "train_windows": len(text.train),
+            "held_out_windows": len(text.held_out),
+        },
+        "training": {
+            **{k: o[k] for k in ("steps", "batch", "temperature", "alpha", "lr", "save_steps")},
+            "global_step": state.global_step,
+            "resumed_from_step": resumed,
+            "tokens_trained": state.global_step
+            * o["batch"]
+            * o["seq_len"]
+            * trainer.args.world_size,
+            "best_checkpoint": state.best_model_checkpoint,
+            "best_held_out_kl": state.best_metric,
+            "device": device,
+            "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        },
+        "loss_curve": [
+            {k: e[k] for k in ("step", "loss", "kl", "ce", "learning_rate") if k in e}
+            for e in state.log_history
+            if "loss" in e
+        ],
+        "held_out_curve": [
+            {"step": e["step"], "kl": e["eval_kl"], "top1": e["eval_top1"]}
+            for e in state.log_history
+            if "eval_kl" in e
+        ],
+        "held_out": on_held,
+        "evaluation": {"text": evaluation[0], **on_eval},
+        "wall_s": round(time.monotonic() - started, 1),
+        "command": command_line(teacher_dir, layers, out),
+    }
+    tmp = out / f".{REPORT_FILE}.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / REPORT_FILE)
+    return report
+
+
+def _save(student, teacher_dir: Path, out: Path) -> None:
+    """The student as a Hugging Face directory: weights, config, the teacher's tokenizer files."""
+    tmp = out / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for item in teacher_dir.iterdir():
+        if item.is_file() and not _NOT_COPIED.match(item.name):
+            shutil.copy2(item, tmp / item.name)
+    student.save_pretrained(tmp, safe_serialization=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    (out / REPORT_FILE).unlink(missing_ok=True)
+    for item in tmp.iterdir():
+        item.chmod(0o666 & ~umask)  # safetensors writes 0600
+        item.replace(out / item.name)
+    tmp.rmdir()
+
+
+def _weights_digest(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        file_digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 22):
+                file_digest.update(block)
+        digest.update(f"{path.name}:{file_digest.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def command_line(teacher_dir: Path, layers: int, out: Path) -> str:
+    """The `edgepack distill` command that makes a student of `layers` layers into out."""
+    from .demo import MODEL_NAME, cache_root
+
+    teacher_dir = Path(teacher_dir)
+    default = teacher_dir.name.startswith(MODEL_NAME) and (
+        teacher_dir.resolve().parent == (cache_root() / "models").resolve()
+    )
+    teacher = [] if default else ["--teacher", str(teacher_dir)]
+    return shlex.join(["edgepack", "distill", *teacher, "--layers", str(layers), "--out", str(out)])
+
+
+def read_report(model_dir: Path) -> dict | None:
+    """The distill_report.json of a distilled student, or None for any other directory."""
+    try:
+        report = json.loads((Path(model_dir) / REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def student_layers_from(model_dir: Path) -> int | None:
+    """The layer count of a student made by `edgepack distill`, None if model_dir is not one."""
+    layers = ((read_report(model_dir) or {}).get("student") or {}).get("num_layers")
+    return layers if isinstance(layers, int) else None
+
+
+def teacher_of(model_dir: Path) -> Path | None:
+    """The teacher a student was distilled from, if the report names one that still exists."""
+    path = ((read_report(model_dir) or {}).get("teacher") or {}).get("path")
+    return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
+
+
+def report_text(report: dict) -> str:
+    """The short table printed after a distillation."""
+    e, s, t = report["evaluation"], report["student"], report["teacher"]
+    lines = [
+        f"{s['num_layers']}-layer student of a {t['num_layers']}-layer teacher, "
+        f"{report['training']['global_step']} steps, {report['wall_s']:.0f} s",
+        f"on {e['text']} evaluation text ({e['teacher']['tokens']} scored tokens, not trained on):",
+        f"{'model':<12} {'layers':>6} {'perplexity':>12} {'KL to teacher':>14} {'top-1':>7}",
+    ]
+    for name, n in (
+        ("teacher", t["num_layers"]),
+        ("undistilled", s["num_layers"]),
+        ("distilled", s["num_layers"]),
+    ):
+        f = e[name]
+        lines.append(
+            f"{name:<12} {n:>6} {f['perplexity']:>12.4g} {f['kl']:>14.4f} {f['top1']:>7.1%}"
+        )
+    h = report["held_out"]
+    lines.append(
+        f"held-out training text ({h['teacher']['tokens']} tokens): KL "
+        f"{h['undistilled']['kl']:.4f} -> {h['distilled']['kl']:.4f}, top-1 "
+        f"{h['undistilled']['top1']:.1%} -> {h['distilled']['top1']:.1%}"
+    )
+    return "\n".join(lines)
