@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
@@ -23,10 +23,10 @@ from .bundle import kit_files, publish, staging_dir, write_manifest
 from .calibration import calibration_text
 from .errors import EdgepackError, PlanError, QualityError, StudentRequired
 from .exports import export_cached, forget
-from .formats.base import Artifact, check_supported
+from .formats.base import check_supported
 from .formats.registry import FORMATS, RUNTIMES, resolve
 from .kit import check_module, kit_dir, load_runner
-from .model import ModelFacts
+from .model import ModelFacts, inspect_model
 from .planner import GB, QUALITY_TIE, Candidate, Plan, plan
 from .profiles import Profile
 from .progress import Steps
@@ -74,15 +74,26 @@ class BuildResult:
 
 
 def select(
-    p: Plan, format_name: str | None, precision_name: str | None, k: int = 1
+    p: Plan,
+    format_name: str | None,
+    precision_name: str | None,
+    k: int = 1,
+    students: bool = True,
 ) -> tuple[list[Candidate], bool]:
-    """The candidates to build and measure: the plan's best k, or the best match of an override."""
+    """The candidates to build and measure: the plan's best k, or the best match of an override.
+    students=False (the model is a student already): a plan that needs a smaller one fails."""
     if not format_name and not precision_name:
         if p.chosen is None:
             raise PlanError(p.needs["message"], plan=p)
-        if p.chosen.student_layers:
-            return [p.chosen], False
         ranked = [c for c in p.candidates if c.feasible and not c.student_layers]
+        if p.chosen.student_layers and students:
+            return [p.chosen], False
+        if not ranked:
+            raise PlanError(
+                f"the distilled student does not fit {p.target}: its plan needs a "
+                f"{p.chosen.student_layers}-layer student of it; relax the target's budgets",
+                plan=p,
+            )
         return ranked[:k], False
     if format_name and precision_name:
         try:
@@ -158,6 +169,24 @@ class Trial:
         }
 
 
+@dataclass
+class Source:
+    """A model the build exports: the user's model, or a student distilled from it."""
+
+    model_dir: Path
+    facts: ModelFacts
+    teacher: Path | None  # quality is measured against the teacher's when it is a student
+    ref: object = None
+    eval_ref: object = None
+    prepared: dict = field(default_factory=dict)
+
+    @property
+    def student_layers(self) -> int | None:
+        from .distill import student_layers_from
+
+        return student_layers_from(self.model_dir) if self.teacher else None
+
+
 def build(
     model_dir: Path,
     facts: ModelFacts,
@@ -171,93 +200,80 @@ def build(
     eval_data: Path | None = None,
     candidates: int = 1,
     calibration: Path | None = None,
+    allow_distill: bool = False,
+    distill_steps: int | None = None,
 ) -> list[BuildResult]:
     """Plan, export, validate and measure the candidates of every target; write the chosen.
 
     A 4-bit candidate that misses the quality floor brings in its mixed-precision variant
-    (the registry's `mixed` row) before the build gives up."""
-    cal_text = calibration_text(calibration)[1] if calibration else None
-    todo = []
-    for profile in profiles:
-        p = plan(facts, profile)
-        picked, forced = select(p, format_name, precision_name, max(1, candidates))
-        if picked[0].student_layers:
-            c = picked[0]
-            raise StudentRequired(
-                f"{profile.name} needs a distilled {c.student_layers}-layer student "
-                f"({c.label}); pass such a student as --model DIR, or relax the "
-                "target's budgets (see `edgepack plan`)"
-            )
-        for c in picked:
-            check_supported(facts, c.format)
-        todo.append((profile, p, picked, forced))
-
+    (the registry's `mixed` row) before the build gives up. A target whose plan needs a
+    distilled student gets one with allow_distill (distilled once, cached), and its candidates
+    are measured against the teacher; without it the build stops before any work, naming the
+    `edgepack distill` command that makes the student."""
     from .demo import cache_root
+    from .distill import teacher_of
 
     cache = cache_dir or cache_root()
-    text_name, text = eval_text(eval_data)
-    ref = reference(model_dir, facts, cache, trust_remote_code=trust_remote_code)
-    eval_ref = None
-    if facts.kind == "decoder":
-        eval_ref = cached_reference_eval(model_dir, text_name, text, cache, trust_remote_code)
+    cal_text = calibration_text(calibration)[1] if calibration else None
+    main = Source(Path(model_dir), facts, teacher_of(model_dir))
+    needs = []
+    for profile in profiles:
+        p = plan(facts, profile)
+        if not (format_name or precision_name) and p.chosen and p.chosen.student_layers:
+            needs.append((profile, p.chosen))
+    if needs and not allow_distill:
+        profile, c = needs[0]
+        raise StudentRequired(_student_message(main.model_dir, profile, c, cache))
+    students = {}
+    for _, c in needs:
+        if c.student_layers not in students:
+            path = distil_student(main.model_dir, c.student_layers, cache, distill_steps)
+            students[c.student_layers] = Source(path, inspect_model(path), main.model_dir)
+    todo = []
+    for profile in profiles:
+        source = main
+        student = next((c for pr, c in needs if pr is profile), None)
+        if student is not None:
+            source = students[student.student_layers]
+        p = plan(source.facts, profile)
+        picked, forced = select(
+            p, format_name, precision_name, max(1, candidates), students=source is main
+        )
+        if picked[0].student_layers:
+            c = picked[0]
+            raise StudentRequired(_student_message(main.model_dir, profile, c, cache))
+        for c in picked:
+            check_supported(source.facts, c.format)
+        todo.append((source, profile, p, picked, forced))
 
-    prepared: dict[tuple[str, str], tuple[Artifact, dict, dict]] = {}
+    text_name, text = eval_text(eval_data)
+    for source in [main, *students.values()]:
+        if not any(s is source for s, *_ in todo):
+            continue
+        source.ref = reference(
+            source.model_dir, source.facts, cache, trust_remote_code=trust_remote_code
+        )
+        if source.facts.kind == "decoder":
+            judge = source.teacher or source.model_dir
+            source.eval_ref = cached_reference_eval(
+                judge, text_name, text, cache, trust_remote_code
+            )
+
     staged: list[Trial] = []
-    chosen: list[tuple[Profile, Trial, list[Trial], bool]] = []
+    chosen: list[tuple[Source, Profile, Trial, list[Trial]]] = []
     try:
-        for profile, p, picked, forced in todo:
-            trials = []
-            queue = list(picked)
-            fallback_for: dict[tuple[str, str], str] = {}
-            while queue:
-                candidate = queue.pop(0)
-                key = (candidate.format, candidate.precision)
-                steps = Steps(f"{profile.name}: {candidate.label}", total=6)
-                if key not in prepared:
-                    prepared[key] = _export_validate_measure(
-                        model_dir, facts, candidate, cache, ref, eval_ref, steps, cal_text
-                    )
-                else:
-                    steps.advance("export reused", 3)
-                artifact, figures, quality = prepared[key]
-                dest = out / f"{model_name(model_dir)}-{profile.name}"
-                trial = _stage(
-                    dest,
-                    artifact,
-                    dict(figures),
-                    quality,
-                    model_dir,
-                    facts,
-                    profile,
-                    candidate,
-                    forced,
-                    steps,
-                    run_check,
-                )
-                trial.fallback_for = fallback_for.get(key)
-                staged.append(trial)
-                trials.append(trial)
-                steps.close()
-                tried = [t.candidate for t in trials] + queue
-                fallback = _mixed_fallback(p, profile, trial, tried)
-                if fallback is not None:
-                    print(
-                        f"{profile.name}: {candidate.label} keeps {quality['retention']:.4f} < "
-                        f"floor {profile.budget.min_quality:g}; trying its mixed-precision "
-                        f"variant {fallback.label}",
-                        file=sys.stderr,
-                    )
-                    queue.append(fallback)
-                    fallback_for[(fallback.format, fallback.precision)] = candidate.label
+        for source, profile, p, picked, forced in todo:
+            trials = _trials(source, profile, p, picked, forced, out, cache, cal_text, run_check)
+            staged.extend(trials)
             best = _choose(profile, trials)
             if best is None:
                 raise QualityError(_gate_message(profile, p, trials))
-            chosen.append((profile, best, trials, forced))
+            chosen.append((source, profile, best, trials))
         results = []
-        for profile, best, trials, _ in chosen:
+        for source, profile, best, trials in chosen:
             best.manifest["candidates_measured"] = [t.row(t is best) for t in trials]
             write_manifest(best.staging, best.manifest)
-            dest = out / f"{model_name(model_dir)}-{profile.name}"
+            dest = out / f"{model_name(source.model_dir)}-{profile.name}"
             path, tarball = publish(best.staging, dest)
             c = best.candidate
             results.append(
@@ -267,7 +283,7 @@ def build(
                     profile.name,
                     c.format,
                     c.precision,
-                    c.student_layers,
+                    source.student_layers,
                     best.check,
                     asdict(c.predicted),
                     best.manifest["candidates_measured"],
@@ -278,6 +294,105 @@ def build(
     finally:
         for trial in staged:
             shutil.rmtree(trial.staging, ignore_errors=True)
+
+
+def _trials(source, profile, p, picked, forced, out, cache, cal_text, run_check) -> list[Trial]:
+    """Export, validate, measure and stage the picked candidates of one target, and the
+    mixed-precision variants of the 4-bit ones that miss the floor."""
+    trials: list[Trial] = []
+    queue = list(picked)
+    fallback_for: dict[tuple[str, str], str] = {}
+    try:
+        while queue:
+            candidate = queue.pop(0)
+            key = (candidate.format, candidate.precision)
+            steps = Steps(f"{profile.name}: {candidate.label}", total=6)
+            if key not in source.prepared:
+                source.prepared[key] = _export_validate_measure(
+                    source, candidate, cache, steps, cal_text
+                )
+            else:
+                steps.advance("export reused", 3)
+            artifact, figures, quality = source.prepared[key]
+            dest = out / f"{model_name(source.model_dir)}-{profile.name}"
+            trial = _stage(
+                dest,
+                artifact,
+                dict(figures),
+                quality,
+                source,
+                profile,
+                candidate,
+                forced,
+                steps,
+                run_check,
+            )
+            trial.fallback_for = fallback_for.get(key)
+            trials.append(trial)
+            steps.close()
+            tried = [t.candidate for t in trials] + queue
+            fallback = _mixed_fallback(p, profile, trial, tried)
+            if fallback is not None:
+                print(
+                    f"{profile.name}: {candidate.label} keeps {quality['retention']:.4f} < "
+                    f"floor {profile.budget.min_quality:g}; trying its mixed-precision "
+                    f"variant {fallback.label}",
+                    file=sys.stderr,
+                )
+                queue.append(fallback)
+                fallback_for[(fallback.format, fallback.precision)] = candidate.label
+    except BaseException:
+        for trial in trials:
+            shutil.rmtree(trial.staging, ignore_errors=True)
+        raise
+    return trials
+
+
+def student_dir(model_dir: Path, layers: int, cache: Path, steps: int) -> Path:
+    """Where the cached student of `layers` layers distilled for `steps` steps lives."""
+    from .reference import model_key
+
+    return (
+        cache
+        / "students"
+        / f"{model_key(model_dir)}-s{steps}"
+        / (f"{model_name(model_dir)}-{layers}L")
+    )
+
+
+def distil_student(model_dir: Path, layers: int, cache: Path, steps: int | None) -> Path:
+    """The distilled student of `layers` layers: from the cache, or distilled now (atomically:
+    a killed distillation leaves nothing that looks finished)."""
+    import tempfile
+
+    from .distill import DEFAULT_STEPS, REPORT_FILE, distill
+
+    steps = steps or DEFAULT_STEPS
+    dest = student_dir(model_dir, layers, cache, steps)
+    if (dest / REPORT_FILE).is_file():
+        print(f"reusing the distilled {layers}-layer student in {dest}", file=sys.stderr)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".distilling-{layers}L-", dir=dest.parent))
+    try:
+        distill(model_dir, work / "student", layers, steps=steps)
+        shutil.rmtree(dest, ignore_errors=True)
+        (work / "student").rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _student_message(model_dir: Path, profile: Profile, c: Candidate, cache: Path) -> str:
+    from .distill import command_line
+
+    out = Path("students") / f"{model_name(model_dir)}-{c.student_layers}L"
+    return (
+        f"{profile.name} needs a distilled {c.student_layers}-layer student ({c.label}); "
+        f"make it with `{command_line(model_dir, c.student_layers, out)}` and build it with "
+        f"--model {out}, or pass --allow-distill to distil it now (it takes a while), or "
+        "relax the target's budgets (see `edgepack plan`)"
+    )
 
 
 def _mixed_fallback(
@@ -376,7 +491,8 @@ def _gate_message(profile: Profile, p: Plan, trials: list[Trial]) -> str:
     )
 
 
-def _export_validate_measure(model_dir, facts, candidate, cache, ref, eval_ref, steps, cal_text):
+def _export_validate_measure(source: Source, candidate, cache, steps, cal_text):
+    model_dir, facts = source.model_dir, source.facts
     steps.advance(f"exporting {candidate.format} {candidate.precision}")
     artifact = export_cached(
         model_dir, facts, candidate.format, candidate.precision, cache, steps.note, cal_text
@@ -384,13 +500,15 @@ def _export_validate_measure(model_dir, facts, candidate, cache, ref, eval_ref, 
     steps.advance("validating against the fp32 reference")
     runner = load_runner(artifact.runtime, artifact.path)
     try:
-        figures = validate(runner, ref, candidate.bits)
+        figures = validate(runner, source.ref, candidate.bits)
     except EdgepackError:
         forget(artifact)
         raise
     steps.advance("measuring quality in the runtime")
-    if eval_ref is not None:
-        quality = measure_quality(runner, eval_ref).to_dict()
+    if source.eval_ref is not None:
+        quality = measure_quality(runner, source.eval_ref).to_dict()
+        if source.teacher is not None:
+            quality["judged_against"] = "teacher"
     else:  # encoders: the lowest cosine similarity of sentence embeddings to the reference
         quality = {"retention": figures["embedding_cosine_min"], "metric": "embedding cosine"}
     figures["golden"] = _golden(runner, model_dir, facts)
@@ -443,9 +561,10 @@ def _golden(runner, model_dir: Path, facts: ModelFacts) -> list[dict]:
 
 
 def _stage(
-    dest, artifact, figures, quality, model_dir, facts, profile, candidate, forced, steps, run_check
+    dest, artifact, figures, quality, source, profile, candidate, forced, steps, run_check
 ) -> Trial:
     """The bundle of one candidate in a staging directory, checked on this host."""
+    model_dir, facts = source.model_dir, source.facts
     steps.advance("writing the bundle")
     staging = staging_dir(dest)
     try:
@@ -480,6 +599,8 @@ def _stage(
             "golden": golden,
             "build_host": None,
         }
+        if source.teacher is not None:
+            manifest["distillation"] = _distillation(source)
         (staging / "README.md").write_text(_readme(manifest))
         manifest = write_manifest(staging, manifest)
         check = {}
@@ -492,6 +613,18 @@ def _stage(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Trial(candidate, quality, staging, manifest, check, [])
+
+
+def _distillation(source: Source) -> dict:
+    """What the manifest says about a distilled student: its teacher and how it was made."""
+    from .distill import read_report
+
+    report = read_report(source.model_dir) or {}
+    return {
+        "teacher": str(source.teacher),
+        "student_layers": source.student_layers,
+        "report": {k: report.get(k) for k in ("teacher", "student", "options", "evaluation")},
+    }
 
 
 def run_bundle_check(bundle: Path, extra: list[str] | None = None) -> dict:

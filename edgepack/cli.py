@@ -150,6 +150,22 @@ def plan(model, allow_pickle, trust_remote_code, target, as_json):
     type=click.Path(exists=True, dir_okay=False),
     help="Evaluation text for measured quality (default: the built-in one).",
 )
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Calibration text for data-aware quantization (default: the built-in one where a "
+    "precision needs one).",
+)
+@click.option(
+    "--allow-distill",
+    is_flag=True,
+    help="Distil the student a target's plan needs (takes a while; cached for later builds).",
+)
+@click.option(
+    "--distill-steps",
+    type=click.IntRange(min=1),
+    help="Training steps of that distillation (default: edgepack distill's).",
+)
 @_json_option
 def build(
     model,
@@ -162,6 +178,9 @@ def build(
     no_check,
     candidates,
     eval_data,
+    calibration,
+    allow_distill,
+    distill_steps,
     as_json,
 ):
     """Plan, export, validate and write a self-contained bundle per target."""
@@ -185,6 +204,9 @@ def build(
             run_check=not no_check,
             eval_data=Path(eval_data) if eval_data else None,
             candidates=candidates,
+            calibration=Path(calibration) if calibration else None,
+            allow_distill=allow_distill,
+            distill_steps=distill_steps,
         )
     if as_json:
         _emit({"bundles": [r.__dict__ for r in results]})
