@@ -134,6 +134,34 @@ def test_student_copies_the_kept_layers(model_type):
         assert student(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 64)
 
 
+def test_compare_batches_and_scores_the_right_positions():
+    import copy
+
+    import torch
+
+    teacher = _tiny(layers=3)
+    twin, other = copy.deepcopy(teacher), _tiny(layers=3)
+    torch.manual_seed(2)
+    rows = torch.randint(0, 64, (7, 12)).tolist()
+    sequences = [(r, slice(0, 11)) for r in rows[:5]] + [(r, slice(5, 11)) for r in rows[5:]]
+    one = d.compare(teacher, {"twin": twin, "other": other}, sequences, batch=1)
+    many = d.compare(teacher, {"twin": twin, "other": other}, sequences, batch=3)
+    assert one["teacher"]["tokens"] == 5 * 11 + 2 * 6
+    for name in one:
+        for key in ("perplexity", "kl", "top1"):
+            assert math.isclose(one[name][key], many[name][key], rel_tol=1e-4, abs_tol=1e-6)
+    assert one["teacher"] == {**one["teacher"], "kl": 0.0, "top1": 1.0}
+    assert one["twin"]["kl"] < 1e-6 and one["twin"]["top1"] == 1.0
+    assert math.isclose(one["twin"]["perplexity"], one["teacher"]["perplexity"], rel_tol=1e-5)
+    assert one["other"]["kl"] > 1e-4 and one["other"]["top1"] < 1
+    # by hand: perplexity of the teacher on the scored positions of the first sequence
+    (ids, window), *_ = sequences
+    logp = torch.log_softmax(teacher(torch.tensor([ids])).logits[0, window], -1)
+    nll = -logp[torch.arange(11), torch.tensor(ids[1:])].mean()
+    alone = d.compare(teacher, {}, sequences[:1])["teacher"]["perplexity"]
+    assert math.isclose(alone, float(nll.exp()), rel_tol=1e-4)
+
+
 # --- data ----------------------------------------------------------------------------------
 
 

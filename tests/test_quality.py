@@ -155,9 +155,7 @@ def test_short_calibration_text_is_refused_before_any_work(tmp_path, words, mess
     text = tmp_path / "cal.txt"
     text.write_text(" ".join(["word"] * words))
     out = tmp_path / "out"
-    result = run_cli(
-        "build", "--target", "edge-4gb", "--calibration", str(text), "--out", str(out)
-    )
+    result = run_cli("build", "--target", "edge-4gb", "--calibration", str(text), "--out", str(out))
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: calibration text") and message in line
