@@ -11,7 +11,7 @@ from edgepack.quality import chunks, eval_text, measure, perplexity, reference_e
 from tests.conftest import PROFILES, run_cli
 
 # between the default model's measured retention of gguf q4_0 and of q4_k_m (its mixed variant)
-MIXED_FLOOR = 0.93
+MIXED_FLOOR = 0.9  # measured: q4_0 0.827, q4_k_m 0.952
 
 
 def test_chunks_score_the_second_half():
