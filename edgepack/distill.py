@@ -156,34 +156,40 @@ def distillation_loss(student_logits, teacher_logits, input_ids, temperature, al
     return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
 
 
-def compare(teacher, students: dict, sequences) -> dict:
+def compare(teacher, students: dict, sequences, batch: int = 4) -> dict:
     """Perplexity, KL to the teacher and top-1 agreement of each model on scored positions.
 
     sequences: (token ids, slice of the positions whose next token is scored), each evaluated
-    from an empty context.
+    from an empty context; runs of sequences of the same shape go through in batches.
     """
     import torch
 
     device = next(teacher.parameters()).device
-    models = {"teacher": teacher, **students}
-    modes = {name: m.training for name, m in models.items()}
-    sums = {name: [0.0, 0.0, 0] for name in models}  # nll, kl, agreeing top-1
-    count = 0
+    modes = {name: m.training for name, m in {"teacher": teacher, **students}.items()}
+    sums = {name: [0.0, 0.0, 0] for name in modes}  # nll, kl, agreeing top-1
+    count, groups = 0, []
+    for ids, window in sequences:
+        shape = (len(ids), window.start, window.stop)
+        if not groups or groups[-1][0] != shape or len(groups[-1][1]) == batch:
+            groups.append((shape, []))
+        groups[-1][1].append(list(ids))
     with torch.inference_mode():
-        for name in models:
-            models[name].eval()
-        for ids, window in sequences:
-            x = torch.as_tensor(list(ids), dtype=torch.long, device=device)[None]
-            targets = x[0, window.start + 1 : window.stop + 1]
-            ref = torch.log_softmax(teacher(x).logits[0, window].double(), -1)
-            for name, model in models.items():
-                logp = ref if model is teacher else model(x).logits[0, window].double()
-                logp = torch.log_softmax(logp, -1)
-                sums[name][0] += float(-logp.gather(1, targets[:, None]).sum())
+        for model in (teacher, *students.values()):
+            model.eval()
+        for (_, start, stop), rows in groups:
+            x = torch.as_tensor(rows, dtype=torch.long, device=device)
+            targets = x[:, start + 1 : stop + 1, None]
+            ref = torch.log_softmax(teacher(x).logits[:, start:stop].float(), -1)
+            top = ref.argmax(-1)
+            sums["teacher"][0] += float(-ref.gather(-1, targets).sum())
+            sums["teacher"][2] += top.numel()
+            for name, model in students.items():
+                logp = torch.log_softmax(model(x).logits[:, start:stop].float(), -1)
+                sums[name][0] += float(-logp.gather(-1, targets).sum())
                 sums[name][1] += float((ref.exp() * (ref - logp)).sum())
-                sums[name][2] += int((logp.argmax(-1) == ref.argmax(-1)).sum())
-            count += len(targets)
-    for name, model in models.items():
+                sums[name][2] += int((logp.argmax(-1) == top).sum())
+            count += top.numel()
+    for name, model in {"teacher": teacher, **students}.items():
         model.train(modes[name])
     return {
         name: {
