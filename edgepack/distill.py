@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
+from .distill_train import compare, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
 
 REPORT_FILE = "distill_report.json"
@@ -61,7 +62,6 @@ DEFAULT_ALPHA = 0.5
 DEFAULT_LR = 3e-4
 DEFAULT_RATIO = 0.5
 HELD_OUT_EVAL_TOKENS = 2048  # per evaluation during training: enough to rank checkpoints
-_LAYER_KEY = re.compile(r"^(.*?\.(?:layers|h|blocks)\.)(\d+)(\..+)$")
 _NOT_COPIED = re.compile(
     r"^(config\.json|.*\.(safetensors|bin|pt|pth|gguf|ckpt|h5|msgpack)|"
     r".*\.index\.json|distill_report\.json|generated\.txt|\..*)$"
@@ -108,98 +108,6 @@ def select_layers(n_teacher: int, n_student: int) -> list[int]:
         return [0]
     step = (n_teacher - 1) / (n_student - 1)  # >= 1, so the picks are distinct
     return [int(i * step + 0.5) for i in range(n_student)]
-
-
-def make_student(teacher, keep: list[int]):
-    """A model of the teacher's class with only the `keep` layers, weights copied."""
-    import copy
-
-    from transformers import AutoModelForCausalLM
-
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(keep)
-    if getattr(config, "layer_types", None):
-        config.layer_types = [config.layer_types[i] for i in keep]
-    student = AutoModelForCausalLM.from_config(config)
-    rename = {str(old): str(new) for new, old in enumerate(keep)}
-    state, matched = {}, False
-    for key, value in teacher.state_dict().items():
-        m = _LAYER_KEY.match(key)
-        matched |= m is not None
-        if m is None:
-            state[key] = value
-        elif m.group(2) in rename:
-            state[m.group(1) + rename[m.group(2)] + m.group(3)] = value
-    if not matched:
-        raise UnsupportedModelError(
-            f"cannot find the decoder layers of {type(teacher).__name__} (no '.layers.N.' "
-            "weights); distillation supports decoder models with a stack of layers"
-        )
-    student.load_state_dict(state, strict=True)
-    return student.to(next(teacher.parameters()).device)
-
-
-def distillation_loss(student_logits, teacher_logits, input_ids, temperature, alpha):
-    """(loss, kl, ce): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * next-token CE.
-
-    KL is summed over the vocabulary and averaged over positions; CE is the mean over positions
-    that have a next token.
-    """
-    import torch.nn.functional as F
-
-    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = F.kl_div(s, t, log_target=True, reduction="none").sum(-1).mean()
-    ce = F.cross_entropy(
-        student_logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten().long()
-    )
-    return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
-
-
-def compare(teacher, students: dict, sequences, batch: int = 4) -> dict:
-    """Perplexity, KL to the teacher and top-1 agreement of each model on scored positions.
-
-    sequences: (token ids, slice of the positions whose next token is scored), each evaluated
-    from an empty context; runs of sequences of the same shape go through in batches.
-    """
-    import torch
-
-    device = next(teacher.parameters()).device
-    modes = {name: m.training for name, m in {"teacher": teacher, **students}.items()}
-    sums = {name: [0.0, 0.0, 0] for name in modes}  # nll, kl, agreeing top-1
-    count, groups = 0, []
-    for ids, window in sequences:
-        shape = (len(ids), window.start, window.stop)
-        if not groups or groups[-1][0] != shape or len(groups[-1][1]) == batch:
-            groups.append((shape, []))
-        groups[-1][1].append(list(ids))
-    with torch.inference_mode():
-        for model in (teacher, *students.values()):
-            model.eval()
-        for (_, start, stop), rows in groups:
-            x = torch.as_tensor(rows, dtype=torch.long, device=device)
-            targets = x[:, start + 1 : stop + 1, None]
-            ref = torch.log_softmax(teacher(x).logits[:, start:stop].float(), -1)
-            top = ref.argmax(-1)
-            sums["teacher"][0] += float(-ref.gather(-1, targets).sum())
-            sums["teacher"][2] += top.numel()
-            for name, model in students.items():
-                logp = torch.log_softmax(model(x).logits[:, start:stop].float(), -1)
-                sums[name][0] += float(-logp.gather(-1, targets).sum())
-                sums[name][1] += float((ref.exp() * (ref - logp)).sum())
-                sums[name][2] += int((logp.argmax(-1) == top).sum())
-            count += top.numel()
-    for name, model in {"teacher": teacher, **students}.items():
-        model.train(modes[name])
-    return {
-        name: {
-            "perplexity": math.exp(nll / count),
-            "kl": max(0.0, kl / count),
-            "top1": agree / count,
-            "tokens": count,
-        }
-        for name, (nll, kl, agree) in sums.items()
-    }
 
 
 def distill(
@@ -318,7 +226,6 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .distill_train import train
     from .quality import MAX_EVAL_TOKENS, chunks, scored
 
     started = time.monotonic()

@@ -170,7 +170,7 @@ def generate_text(model, tokenizer, n_tokens: int, seed: int = 0, batch: int = 8
                 do_sample=True,
                 temperature=1.0,
                 top_p=0.95,
-                max_new_tokens=min(256, n_tokens - made + 16),
+                max_new_tokens=min(256, -(-(n_tokens - made) // batch) + 16),
                 pad_token_id=tokenizer.pad_token_id,
             )
         prompt_len = enc["input_ids"].shape[1]

@@ -1,4 +1,5 @@
-"""The training loop of `edgepack distill`: a Hugging Face Trainer with a frozen teacher.
+"""The model side of `edgepack distill`: the student, the loss, the comparison with the teacher,
+and the training loop (a Hugging Face Trainer with a frozen teacher).
 
 Trainer gives checkpoints with optimizer/scheduler/RNG state (so --resume continues exactly),
 best-checkpoint selection (load_best_model_at_end on the held-out KL) and multi-GPU training
@@ -8,11 +9,109 @@ stderr showing loss and tokens/s.
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UnsupportedModelError
+
+_LAYER_KEY = re.compile(r"^(.*?\.(?:layers|h|blocks)\.)(\d+)(\..+)$")
+
+
+def make_student(teacher, keep: list[int]):
+    """A model of the teacher's class with only the `keep` layers, weights copied."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(keep)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(config)
+    rename = {str(old): str(new) for new, old in enumerate(keep)}
+    state, matched = {}, False
+    for key, value in teacher.state_dict().items():
+        m = _LAYER_KEY.match(key)
+        matched |= m is not None
+        if m is None:
+            state[key] = value
+        elif m.group(2) in rename:
+            state[m.group(1) + rename[m.group(2)] + m.group(3)] = value
+    if not matched:
+        raise UnsupportedModelError(
+            f"cannot find the decoder layers of {type(teacher).__name__} (no '.layers.N.' "
+            "weights); distillation supports decoder models with a stack of layers"
+        )
+    student.load_state_dict(state, strict=True)
+    return student.to(next(teacher.parameters()).device)
+
+
+def distillation_loss(student_logits, teacher_logits, input_ids, temperature, alpha):
+    """(loss, kl, ce): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * next-token CE.
+
+    KL is summed over the vocabulary and averaged over positions; CE is the mean over positions
+    that have a next token.
+    """
+    import torch.nn.functional as F
+
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(s, t, log_target=True, reduction="none").sum(-1).mean()
+    ce = F.cross_entropy(
+        student_logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten().long()
+    )
+    return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
+
+
+def compare(teacher, students: dict, sequences, batch: int = 4) -> dict:
+    """Perplexity, KL to the teacher and top-1 agreement of each model on scored positions.
+
+    sequences: (token ids, slice of the positions whose next token is scored), each evaluated
+    from an empty context; runs of sequences of the same shape go through in batches.
+    """
+    import torch
+
+    device = next(teacher.parameters()).device
+    modes = {name: m.training for name, m in {"teacher": teacher, **students}.items()}
+    sums = {name: [0.0, 0.0, 0] for name in modes}  # nll, kl, agreeing top-1
+    count, groups = 0, []
+    for ids, window in sequences:
+        shape = (len(ids), window.start, window.stop)
+        if not groups or groups[-1][0] != shape or len(groups[-1][1]) == batch:
+            groups.append((shape, []))
+        groups[-1][1].append(list(ids))
+    with torch.inference_mode():
+        for model in (teacher, *students.values()):
+            model.eval()
+        for (_, start, stop), rows in groups:
+            x = torch.as_tensor(rows, dtype=torch.long, device=device)
+            targets = x[:, start + 1 : stop + 1, None]
+            ref = torch.log_softmax(teacher(x).logits[:, start:stop].float(), -1)
+            top = ref.argmax(-1)
+            sums["teacher"][0] += float(-ref.gather(-1, targets).sum())
+            sums["teacher"][2] += top.numel()
+            for name, model in students.items():
+                logp = torch.log_softmax(model(x).logits[:, start:stop].float(), -1)
+                sums[name][0] += float(-logp.gather(-1, targets).sum())
+                sums[name][1] += float((ref.exp() * (ref - logp)).sum())
+                sums[name][2] += int((logp.argmax(-1) == top).sum())
+            count += top.numel()
+    for name, model in {"teacher": teacher, **students}.items():
+        model.train(modes[name])
+    return {
+        name: {
+            "perplexity": math.exp(nll / count),
+            "kl": max(0.0, kl / count),
+            "top1": agree / count,
+            "tokens": count,
+        }
+        for name, (nll, kl, agree) in sums.items()
+    }
 
 
 class Windows:
@@ -87,8 +186,6 @@ def train(teacher, student, text, held, checkpoints: Path, o: dict, checkpoint, 
 def _trainer_class():
     import torch
     from transformers import Trainer
-
-    from .distill import compare, distillation_loss
 
     class DistillTrainer(Trainer):
         """compute_loss: the distillation loss against the frozen teacher; evaluate: held-out

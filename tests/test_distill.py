@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgepack import distill as d
+from edgepack import distill_train as dt
 from edgepack.distill_data import add_generated, generate_text, load_text
 from edgepack.errors import EdgepackError
 from tests.conftest import PROFILES, run_cli
@@ -61,7 +62,7 @@ def test_loss_at_alpha_1_is_t_squared_kl_by_hand():
     s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
     ids = torch.randint(0, 11, (2, 5))
     temperature = 3.0
-    loss, kl, _ = d.distillation_loss(s, t, ids, temperature, alpha=1.0)
+    loss, kl, _ = dt.distillation_loss(s, t, ids, temperature, alpha=1.0)
     p = torch.softmax(t.double() / temperature, -1)
     q = torch.softmax(s.double() / temperature, -1)
     by_hand = (p * (p.log() - q.log())).sum(-1).mean()
@@ -75,7 +76,7 @@ def test_loss_at_alpha_0_is_next_token_cross_entropy():
     torch.manual_seed(1)
     s, t = torch.randn(1, 6, 9), torch.randn(1, 6, 9)
     ids = torch.randint(0, 9, (1, 6))
-    loss, _, ce = d.distillation_loss(s, t, ids, 2.0, alpha=0.0)
+    loss, _, ce = dt.distillation_loss(s, t, ids, 2.0, alpha=0.0)
     logp = torch.log_softmax(s[0, :-1].double(), -1)
     by_hand = -logp[torch.arange(5), ids[0, 1:]].mean()
     assert math.isclose(float(loss), float(by_hand), rel_tol=1e-5) and float(ce) == float(loss)
@@ -85,7 +86,7 @@ def test_identical_logits_have_zero_kl():
     import torch
 
     x = torch.randn(3, 4, 50) * 5
-    loss, kl, _ = d.distillation_loss(x, x.clone(), torch.zeros(3, 4, dtype=torch.long), 2.0, 1.0)
+    loss, kl, _ = dt.distillation_loss(x, x.clone(), torch.zeros(3, 4, dtype=torch.long), 2.0, 1.0)
     assert abs(float(kl)) < 1e-6 and abs(float(loss)) < 1e-5
 
 
@@ -120,7 +121,7 @@ def test_student_copies_the_kept_layers(model_type):
         extra["use_sliding_window"] = True
     teacher = _tiny(model_type, **extra)
     keep = d.select_layers(6, 3)
-    student = d.make_student(teacher, keep)
+    student = dt.make_student(teacher, keep)
     assert student.config.num_hidden_layers == 3 == len(student.model.layers)
     assert teacher.config.num_hidden_layers == 6  # the teacher is untouched
     if model_type == "qwen2":
@@ -144,8 +145,8 @@ def test_compare_batches_and_scores_the_right_positions():
     torch.manual_seed(2)
     rows = torch.randint(0, 64, (7, 12)).tolist()
     sequences = [(r, slice(0, 11)) for r in rows[:5]] + [(r, slice(5, 11)) for r in rows[5:]]
-    one = d.compare(teacher, {"twin": twin, "other": other}, sequences, batch=1)
-    many = d.compare(teacher, {"twin": twin, "other": other}, sequences, batch=3)
+    one = dt.compare(teacher, {"twin": twin, "other": other}, sequences, batch=1)
+    many = dt.compare(teacher, {"twin": twin, "other": other}, sequences, batch=3)
     assert one["teacher"]["tokens"] == 5 * 11 + 2 * 6
     for name in one:
         for key in ("perplexity", "kl", "top1"):
@@ -158,7 +159,7 @@ def test_compare_batches_and_scores_the_right_positions():
     (ids, window), *_ = sequences
     logp = torch.log_softmax(teacher(torch.tensor([ids])).logits[0, window], -1)
     nll = -logp[torch.arange(11), torch.tensor(ids[1:])].mean()
-    alone = d.compare(teacher, {}, sequences[:1])["teacher"]["perplexity"]
+    alone = dt.compare(teacher, {}, sequences[:1])["teacher"]["perplexity"]
     assert math.isclose(alone, float(nll.detach().exp()), rel_tol=1e-4)
 
 
@@ -206,12 +207,12 @@ def test_large_files_are_read_in_chunks(tokenizer, tmp_path, monkeypatch):
 def test_generated_text_is_training_only(tokenizer):
     import torch
 
-    teacher = _tiny(layers=2)
-    teacher.resize_token_embeddings(len(tokenizer))
     torch.manual_seed(0)
+    teacher = _tiny(layers=2)
+    teacher.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     sample = generate_text(teacher, tokenizer, 24, batch=2)
     assert len(tokenizer(sample)["input_ids"]) >= 24
-    text = load_text(tokenizer, [], 128)
+    text = load_text(tokenizer, [], 16)
     more = add_generated(text, tokenizer, sample)
     assert more.generated_tokens >= 24 and (more.held_out == text.held_out).all()
     assert len(more.train) > len(text.train)
