@@ -623,7 +623,7 @@ def _distillation(source: Source) -> dict:
     return {
         "teacher": str(source.teacher),
         "student_layers": source.student_layers,
-        "report": {k: report.get(k) for k in ("teacher", "student", "options", "evaluation")},
+        "report": {k: report.get(k) for k in ("teacher", "student", "training", "evaluation")},
     }
 
 
