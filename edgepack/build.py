@@ -74,20 +74,15 @@ class BuildResult:
 
 
 def select(
-    p: Plan,
-    format_name: str | None,
-    precision_name: str | None,
-    k: int = 1,
-    students: bool = True,
+    p: Plan, format_name: str | None, precision_name: str | None, k: int = 1
 ) -> tuple[list[Candidate], bool]:
-    """The candidates to build and measure: the plan's best k, or the best match of an override.
-    students=False (the model is a student already): a plan that needs a smaller one fails."""
+    """The candidates to build and measure: the plan's best k undistilled ones, or the best
+    match of an override. build() turns a plan that needs a student into a student first, so
+    a plan with no undistilled candidate here is a student's that needs a smaller one."""
     if not format_name and not precision_name:
         if p.chosen is None:
             raise PlanError(p.needs["message"], plan=p)
         ranked = [c for c in p.candidates if c.feasible and not c.student_layers]
-        if p.chosen.student_layers and students:
-            return [p.chosen], False
         if not ranked:
             raise PlanError(
                 f"the distilled student does not fit {p.target}: its plan needs a "
@@ -216,32 +211,29 @@ def build(
     cache = cache_dir or cache_root()
     cal_text = calibration_text(calibration)[1] if calibration else None
     main = Source(Path(model_dir), facts, teacher_of(model_dir))
-    needs = []
-    for profile in profiles:
-        p = plan(facts, profile)
-        if not (format_name or precision_name) and p.chosen and p.chosen.student_layers:
-            needs.append((profile, p.chosen))
-    if needs and not allow_distill:
-        profile, c = needs[0]
-        raise StudentRequired(_student_message(main.model_dir, profile, c, cache))
+    plans = [plan(facts, profile) for profile in profiles]
+    overridden = bool(format_name or precision_name)
+    needing = [  # targets whose plan needs a student
+        (profile, p)
+        for profile, p in zip(profiles, plans, strict=True)
+        if not overridden and p.chosen and p.chosen.student_layers
+    ]
+    if needing and not allow_distill:
+        profile, p = needing[0]
+        raise StudentRequired(_student_message(main.model_dir, profile, p.chosen))
+    needs = {profile.name: p.chosen.student_layers for profile, p in needing}
     students = {}
-    for _, c in needs:
-        if c.student_layers not in students:
-            path = distil_student(main.model_dir, c.student_layers, cache, distill_steps)
-            students[c.student_layers] = Source(path, inspect_model(path), main.model_dir)
+    for layers in needs.values():
+        if layers not in students:
+            path = distil_student(main.model_dir, layers, cache, distill_steps)
+            students[layers] = Source(path, inspect_model(path), main.model_dir)
     todo = []
-    for profile in profiles:
+    for profile, p in zip(profiles, plans, strict=True):
         source = main
-        student = next((c for pr, c in needs if pr is profile), None)
-        if student is not None:
-            source = students[student.student_layers]
-        p = plan(source.facts, profile)
-        picked, forced = select(
-            p, format_name, precision_name, max(1, candidates), students=source is main
-        )
-        if picked[0].student_layers:
-            c = picked[0]
-            raise StudentRequired(_student_message(main.model_dir, profile, c, cache))
+        if profile.name in needs:
+            source = students[needs[profile.name]]
+            p = plan(source.facts, profile)
+        picked, forced = select(p, format_name, precision_name, max(1, candidates))
         for c in picked:
             check_supported(source.facts, c.format)
         todo.append((source, profile, p, picked, forced))
@@ -263,8 +255,9 @@ def build(
     chosen: list[tuple[Source, Profile, Trial, list[Trial]]] = []
     try:
         for source, profile, p, picked, forced in todo:
-            trials = _trials(source, profile, p, picked, forced, out, cache, cal_text, run_check)
-            staged.extend(trials)
+            trials = _trials(
+                source, profile, p, picked, forced, out, cache, cal_text, run_check, staged
+            )
             best = _choose(profile, trials)
             if best is None:
                 raise QualityError(_gate_message(profile, p, trials))
@@ -296,55 +289,54 @@ def build(
             shutil.rmtree(trial.staging, ignore_errors=True)
 
 
-def _trials(source, profile, p, picked, forced, out, cache, cal_text, run_check) -> list[Trial]:
+def _trials(
+    source, profile, p, picked, forced, out, cache, cal_text, run_check, staged: list[Trial]
+) -> list[Trial]:
     """Export, validate, measure and stage the picked candidates of one target, and the
-    mixed-precision variants of the 4-bit ones that miss the floor."""
+    mixed-precision variants of the 4-bit ones that miss the floor. Every staged trial is also
+    added to `staged`, which build() removes at the end whatever happens."""
     trials: list[Trial] = []
     queue = list(picked)
     fallback_for: dict[tuple[str, str], str] = {}
-    try:
-        while queue:
-            candidate = queue.pop(0)
-            key = (candidate.format, candidate.precision)
-            steps = Steps(f"{profile.name}: {candidate.label}", total=6)
-            if key not in source.prepared:
-                source.prepared[key] = _export_validate_measure(
-                    source, candidate, cache, steps, cal_text
-                )
-            else:
-                steps.advance("export reused", 3)
-            artifact, figures, quality = source.prepared[key]
-            dest = out / f"{model_name(source.model_dir)}-{profile.name}"
-            trial = _stage(
-                dest,
-                artifact,
-                dict(figures),
-                quality,
-                source,
-                profile,
-                candidate,
-                forced,
-                steps,
-                run_check,
+    while queue:
+        candidate = queue.pop(0)
+        key = (candidate.format, candidate.precision)
+        steps = Steps(f"{profile.name}: {candidate.label}", total=6)
+        if key not in source.prepared:
+            source.prepared[key] = _export_validate_measure(
+                source, candidate, cache, steps, cal_text
             )
-            trial.fallback_for = fallback_for.get(key)
-            trials.append(trial)
-            steps.close()
-            tried = [t.candidate for t in trials] + queue
-            fallback = _mixed_fallback(p, profile, trial, tried)
-            if fallback is not None:
-                print(
-                    f"{profile.name}: {candidate.label} keeps {quality['retention']:.4f} < "
-                    f"floor {profile.budget.min_quality:g}; trying its mixed-precision "
-                    f"variant {fallback.label}",
-                    file=sys.stderr,
-                )
-                queue.append(fallback)
-                fallback_for[(fallback.format, fallback.precision)] = candidate.label
-    except BaseException:
-        for trial in trials:
-            shutil.rmtree(trial.staging, ignore_errors=True)
-        raise
+        else:
+            steps.advance("export reused", 3)
+        artifact, figures, quality = source.prepared[key]
+        dest = out / f"{model_name(source.model_dir)}-{profile.name}"
+        trial = _stage(
+            dest,
+            artifact,
+            dict(figures),
+            quality,
+            source,
+            profile,
+            candidate,
+            forced,
+            steps,
+            run_check,
+        )
+        trial.fallback_for = fallback_for.get(key)
+        staged.append(trial)
+        trials.append(trial)
+        steps.close()
+        tried = [t.candidate for t in trials] + queue
+        fallback = _mixed_fallback(p, profile, trial, tried)
+        if fallback is not None:
+            print(
+                f"{profile.name}: {candidate.label} keeps {quality['retention']:.4f} < "
+                f"floor {profile.budget.min_quality:g}; trying its mixed-precision "
+                f"variant {fallback.label}",
+                file=sys.stderr,
+            )
+            queue.append(fallback)
+            fallback_for[(fallback.format, fallback.precision)] = candidate.label
     return trials
 
 
@@ -383,7 +375,7 @@ def distil_student(model_dir: Path, layers: int, cache: Path, steps: int | None)
     return dest
 
 
-def _student_message(model_dir: Path, profile: Profile, c: Candidate, cache: Path) -> str:
+def _student_message(model_dir: Path, profile: Profile, c: Candidate) -> str:
     from .distill import command_line
 
     out = Path("students") / f"{model_name(model_dir)}-{c.student_layers}L"
