@@ -310,11 +310,26 @@ def distill_command(teacher, out, layers, ratio, data, resume, eval_data, as_jso
 
 
 def main(argv: list[str] | None = None) -> None:
+    def internal(exc: BaseException) -> int:  # a bug, reported as one
+        if os.environ.get("EDGEPACK_DEBUG"):
+            traceback.print_exception(exc)
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(set EDGEPACK_DEBUG=1 for the traceback and report it)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+
     try:
         code = cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        code = 130
+    except click.exceptions.Abort as exc:
+        # click turns an EOFError or KeyboardInterrupt raised inside a command into Abort, from
+        # it; a prompt's own Abort has no cause. No command reads stdin: an EOFError is a bug.
+        if isinstance(exc.__cause__, EOFError):
+            code = internal(exc.__cause__)
+        else:
+            click.echo("interrupted" if exc.__cause__ else "aborted", err=True)
+            code = 130
     except click.ClickException as exc:
         exc.show()
         code = EXIT_USAGE if exc.exit_code != 0 else 0
@@ -325,14 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         code = 130
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported as one
-        if os.environ.get("EDGEPACK_DEBUG"):
-            traceback.print_exc()
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc} "
-            "(set EDGEPACK_DEBUG=1 for the traceback and report it)",
-            err=True,
-        )
-        code = EXIT_INTERNAL
+        code = internal(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 

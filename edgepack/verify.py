@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from .build import run_bundle_check
-from .bundle import unpack
+from .bundle import clean_leftovers, unpack
 from .errors import VerificationError
 from .profiles import Profile
 
@@ -19,15 +19,23 @@ def verify(
     keep: bool = False,
     check_args: list[str] | None = None,
 ) -> dict:
-    """Run the bundle's check.py (after unpacking a tarball into a fresh directory)."""
+    """Run the bundle's check.py (after unpacking a tarball into a fresh directory).
+
+    The bundle's directory is first repaired if a build died while publishing there (a retired
+    bundle back in place, a finished tarball moved in: see bundle.py). The scratch directory is
+    kept with --keep only when it holds a bundle unpacked whole; otherwise it is removed."""
+    if bundle.parent.is_dir():
+        clean_leftovers(bundle.parent)
     if not bundle.exists():
         raise VerificationError(f"{bundle} does not exist")
     scratch = Path(tempfile.mkdtemp(prefix="edgepack-verify-"))
+    unpacked = False
     try:
         if bundle.is_dir():
             root = bundle
         elif bundle.name.endswith((".tar.gz", ".tgz")):
             root = unpack(bundle, scratch / "bundle")
+            unpacked = True
         else:
             raise VerificationError(f"{bundle} is neither a bundle directory nor a .tar.gz")
         if not (root / "check.py").is_file():
@@ -38,8 +46,8 @@ def verify(
             budget_file.write_text(json.dumps(profile.to_dict()))
             extra += ["--profile", str(budget_file)]
         report = run_bundle_check(root, extra)
-        report["unpacked_to"] = str(root) if keep and root != bundle else None
+        report["unpacked_to"] = str(root) if keep and unpacked else None
         return report
     finally:
-        if not keep:
+        if not (keep and unpacked):
             shutil.rmtree(scratch, ignore_errors=True)

@@ -3,15 +3,27 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
-from edgepack.bundle import clean_leftovers, publish, staging_dir, unpack, write_manifest
+from edgepack import bundle
+from edgepack.bundle import (
+    clean_leftovers,
+    exchange,
+    publish,
+    shared_kit_files,
+    staging_dir,
+    unpack,
+    write_manifest,
+)
 from edgepack.errors import VerificationError
 from edgepack.kit import check_module, kit_dir
+from tests.conftest import run_cli
 
 
 def make_bundle(tmp_path, name="demo-edge"):
@@ -19,7 +31,7 @@ def make_bundle(tmp_path, name="demo-edge"):
     staging = staging_dir(dest)
     (staging / "model").mkdir()
     (staging / "model" / "weights.bin").write_bytes(b"\x01" * 1000)
-    for kit in ("check.py", "devicekit.py"):
+    for kit in shared_kit_files():
         (staging / kit).write_bytes((kit_dir() / kit).read_bytes())
     manifest = write_manifest(staging, {"schema_version": 1, "runtime": {"name": "x"}})
     path, tarball = publish(staging, dest)
@@ -28,11 +40,8 @@ def make_bundle(tmp_path, name="demo-edge"):
 
 def test_manifest_lists_every_file_and_its_digest(tmp_path):
     path, tarball, manifest = make_bundle(tmp_path)
-    assert {f["path"] for f in manifest["files"]} == {
-        "model/weights.bin",
-        "check.py",
-        "devicekit.py",
-    }
+    assert {"check.py", "devicekit.py"} <= set(shared_kit_files())
+    assert {f["path"] for f in manifest["files"]} == {"model/weights.bin", *shared_kit_files()}
     on_disk = json.loads((path / "manifest.json").read_text())
     assert on_disk == manifest
     assert check_module().manifest_digest(on_disk) == on_disk["manifest_sha256"]
@@ -208,3 +217,279 @@ def _edit_manifest(path):
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["schema_version"] = 2
     (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+# --- publishing never loses a bundle -------------------------------------------------------
+
+CRASHING_PUBLISH = r"""
+import os, sys
+from pathlib import Path
+from edgepack import bundle
+from edgepack.kit import kit_dir
+
+out, crash_at, mode, step_kind = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dest = out / "demo-edge"
+staging = bundle.staging_dir(dest)
+(staging / "model").mkdir()
+(staging / "model" / "weights.bin").write_bytes(b"\x02" * 3000)
+for kit in bundle.shared_kit_files():
+    (staging / kit).write_bytes((kit_dir() / kit).read_bytes())
+bundle.write_manifest(staging, {"schema_version": 1, "runtime": {"name": "x"}, "label": "new"})
+
+calls = [0]
+
+def dying(fn):
+    def step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == crash_at:
+            os._exit(17)  # no finally, no atexit: as a kill -9 would
+        return fn(*args, **kwargs)
+    return step
+
+if mode == "fallback":
+    bundle.exchange = lambda a, b: False
+if step_kind == "tar-member":
+    bundle._plain = dying(bundle._plain)
+else:
+    os.rename, os.replace = dying(os.rename), dying(os.replace)
+    bundle.exchange, bundle._remove = dying(bundle.exchange), dying(bundle._remove)
+bundle.publish(staging, dest)
+"""
+
+
+def _publish_and_die(out, crash_at, mode, step_kind="fs"):
+    return subprocess.run(
+        [sys.executable, "-c", CRASHING_PUBLISH, str(out), str(crash_at), mode, step_kind],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _complete_label(path):
+    """The label of the complete bundle at path (every file at its size and sha256)."""
+    check = check_module()
+    manifest = check.load_manifest(str(path))
+    check.verify_files(str(path), manifest)
+    return manifest["label"]
+
+
+def _old_bundle(tmp_path):
+    dest = tmp_path / "out" / "demo-edge"
+    staging = staging_dir(dest)
+    (staging / "model").mkdir()
+    (staging / "model" / "weights.bin").write_bytes(b"\x01" * 1000)
+    for kit in shared_kit_files():
+        (staging / kit).write_bytes((kit_dir() / kit).read_bytes())
+    write_manifest(staging, {"schema_version": 1, "runtime": {"name": "x"}, "label": "old"})
+    return publish(staging, dest)
+
+
+def _exchange_works(tmp_path):
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").touch()
+    swapped = exchange(a, b)
+    shutil.rmtree(a)
+    shutil.rmtree(b)
+    return swapped
+
+
+def _recover(out, dest, how):
+    if how == "staging_dir":  # the next build starts
+        shutil.rmtree(staging_dir(dest))
+    else:  # verify, or anything else that reads the destination
+        clean_leftovers(out)
+
+
+@pytest.mark.parametrize("mode", ["exchange", "fallback", "first publish"])
+def test_a_crash_at_any_step_of_publish_leaves_a_complete_bundle(tmp_path, mode):
+    if mode == "exchange" and not _exchange_works(tmp_path):
+        pytest.skip("this file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+    out = tmp_path / "out"
+    dest, tarball = out / "demo-edge", out / "demo-edge.tar.gz"
+    if mode != "first publish":
+        _old_bundle(tmp_path)
+    seen, windows = [], 0
+    for crash_at in range(1, 20):
+        result = _publish_and_die(out, crash_at, mode)
+        if result.returncode == 0:
+            break
+        assert result.returncode == 17, result.stderr
+        if mode == "exchange":  # at every instant DEST is one whole bundle
+            assert _complete_label(dest) in ("old", "new")
+        windows += not dest.exists()
+        _recover(out, dest, "staging_dir" if crash_at % 2 else "clean_leftovers")
+        assert not list(out.glob(".edgepack-*")), f"leftovers after a crash at step {crash_at}"
+        if mode == "first publish" and not dest.exists():
+            assert not tarball.exists()
+            seen.append(None)
+            continue
+        label = _complete_label(dest)
+        fresh = unpack(tarball, tmp_path / f"fresh-{crash_at}")
+        assert _complete_label(fresh) == label, "directory and tarball must be one bundle"
+        seen.append(label)
+        if label == "new":  # start the next crash from the state before publish again
+            shutil.rmtree(dest)
+            tarball.unlink()
+            if mode != "first publish":
+                _old_bundle(tmp_path)
+    else:
+        pytest.fail("publish never completed")
+    assert _complete_label(dest) == "new"
+    assert not list(out.glob(".edgepack-*"))
+    before = None if mode == "first publish" else "old"
+    assert before in seen and "new" in seen, seen  # crashes before and after the swap
+    if mode == "fallback":
+        assert windows, "no crash fell between the two renames"
+    elif mode == "exchange":
+        assert not windows
+
+
+def test_a_crash_while_writing_the_tarball_keeps_the_old_bundle(tmp_path):
+    old_dest, old_tarball = _old_bundle(tmp_path)
+    old_bytes = old_tarball.read_bytes()
+    result = _publish_and_die(old_dest.parent, 3, "exchange", "tar-member")
+    assert result.returncode == 17, result.stderr
+    assert list(old_dest.parent.glob(".edgepack-staging-*.tar.gz")), "a half-written tarball"
+    clean_leftovers(old_dest.parent)
+    assert not list(old_dest.parent.glob(".edgepack-*"))
+    assert _complete_label(old_dest) == "old"
+    assert old_tarball.read_bytes() == old_bytes
+
+
+def test_a_failed_rename_is_undone_by_the_next_build(tmp_path, monkeypatch):
+    dest, tarball = _old_bundle(tmp_path)
+    staging = staging_dir(dest)
+    (staging / "new.txt").write_text("new")
+    write_manifest(staging, {"schema_version": 1, "label": "new"})
+    monkeypatch.setattr(bundle, "exchange", lambda a, b: False)
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if str(src) == str(staging):
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError):
+        publish(staging, dest)
+    assert not dest.exists() and list(dest.parent.glob(".edgepack-retired-*"))
+    monkeypatch.setattr(os, "rename", real_rename)
+    shutil.rmtree(staging_dir(dest))  # the next build starts here
+    assert _complete_label(dest) == "old"
+    assert _complete_label(unpack(tarball, tmp_path / "fresh")) == "old"
+
+
+# --- a truncated or corrupt tarball ---------------------------------------------------------
+
+
+def _damaged(tmp_path, tarball, how):
+    data = tarball.read_bytes()
+    if how.endswith("%"):
+        data = data[: len(data) * int(how[:-1]) // 100]
+    elif how == "trailer cut":
+        data = data[:-8]  # CRC32 and length of the gzip member
+    elif how == "trailer half cut":
+        data = data[:-3]
+    elif how == "flipped byte":
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0xFF
+        data = bytes(data)
+    elif how == "empty":
+        data = b""
+    damaged = tmp_path / "download" / "demo-edge.tar.gz"
+    damaged.parent.mkdir()
+    damaged.write_bytes(data)
+    return damaged
+
+
+DAMAGE = ["10%", "50%", "99%", "trailer cut", "trailer half cut", "flipped byte", "empty"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_tarball_is_refused_and_leaves_nothing(tmp_path, how):
+    _, tarball, _ = make_bundle(tmp_path)
+    damaged = _damaged(tmp_path, tarball, how)
+    into = tmp_path / "fresh"
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(VerificationError, match="truncated or corrupt") as caught:
+        unpack(damaged, into)
+    assert str(damaged) in str(caught.value) and "\n" not in str(caught.value)
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_tarball_without_a_listed_file_is_incomplete(tmp_path):
+    _, tarball, _ = make_bundle(tmp_path)
+    short = tmp_path / "short.tar.gz"
+    with tarfile.open(tarball) as src, tarfile.open(short, "w:gz") as dst:
+        for m in src.getmembers():
+            if not m.name.endswith("weights.bin"):
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    with pytest.raises(VerificationError, match="lacks 1 file.*model/weights.bin"):
+        unpack(short, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+UNPACK_WITH_A_FULL_DISK = r"""
+import resource, signal, sys
+from pathlib import Path
+from edgepack.bundle import unpack
+from edgepack.errors import VerificationError
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    unpack(Path(sys.argv[1]), Path(sys.argv[2]))
+except VerificationError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_that_fails_midway_removes_what_was_unpacked(tmp_path):
+    _, tarball, _ = make_bundle(tmp_path)
+    into = tmp_path / "fresh"
+    result = subprocess.run(
+        [sys.executable, "-c", UNPACK_WITH_A_FULL_DISK, str(tarball), str(into)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"cannot unpack {tarball} into {into}" in result.stdout
+    assert "truncated" not in result.stdout  # the disk is at fault, not the download
+    assert not into.exists()
+
+
+@pytest.mark.parametrize("how", ["10%", "50%", "99%", "trailer cut"])
+def test_verify_says_a_truncated_tarball_is_truncated(tmp_path, how):
+    _, tarball, _ = make_bundle(tmp_path)
+    damaged = _damaged(tmp_path, tarball, how)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    started = time.monotonic()
+    result = run_cli("verify", str(damaged), env={"TMPDIR": str(scratch)})
+    elapsed = time.monotonic() - started
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and str(damaged) in lines[0], result.stderr
+    assert "truncated or corrupt" in lines[0] and "aborted" not in result.stderr
+    assert elapsed < 30
+    assert not list(scratch.iterdir()), "verify left its scratch directory behind"
+
+
+def test_an_eof_error_inside_a_command_is_an_internal_error(tmp_path, monkeypatch, capsys):
+    """click makes Abort ("aborted", 130) of an EOFError; one from a defect must read as one."""
+    import edgepack.verify
+    from edgepack.cli import main
+
+    def broken(*args, **kwargs):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(edgepack.verify, "verify", broken)
+    with pytest.raises(SystemExit) as exited:
+        main(["verify", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 3, err
+    assert "internal error: EOFError" in err and "aborted" not in err
