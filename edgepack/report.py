@@ -1,126 +1,282 @@
-"""report.html beside the bundles: every measured candidate of every target, at a glance.
+"""report.html beside the bundles: every measured candidate of every target, and the decision.
 
-Per target: a chart of size on disk against measured quality retention (each point labelled
-with its decode speed on the build host; the chosen one filled, rejected ones hollow), and a
-table of prediction next to measurement. One self-contained file: inline SVG, no scripts.
+Per target: quality retention against size on disk (the floor, the measured Pareto front, the
+chosen bundle filled and larger, rejected ones hollow, 95 % intervals), peak memory, decode
+speed and first-token latency against the budgets (this host's measurement next to the
+calibrated prediction for the device where the build made one), and a table of prediction
+next to measurement with each verdict and its reasons.
+
+write_report takes the build's results as they are: each has `.target` and
+`.candidates_measured` (Trial.row dicts) and may have `.budget` (the target's budget dict);
+every key beyond format, precision, predicted and measured is optional, and what is absent is
+not drawn. One self-contained file: inline SVG and CSS, no scripts, no external resources,
+every text escaped; the page is well-formed XML.
 """
 
 from __future__ import annotations
 
-import html
 import os
+from dataclasses import asdict, is_dataclass
+from html import escape
 from pathlib import Path
 
-W, H, PAD = 560, 320, 56
+from .report_svg import bar_chart, kind, quality_chart
+
+CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0 2em; font-size: 13px; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right; vertical-align: top; }
+th { background: #f4f4f4; }
+th.group { text-align: center; border-left: 1px solid #ddd; }
+td.first, th.first { border-left: 1px solid #ddd; }
+.name, .verdict { text-align: left; white-space: nowrap; }
+td.reasons { text-align: left; color: #555; padding-top: 0; }
+tr.why td { border-top: none; }
+tr:has(+ tr.why) td { border-bottom: none; }
+td { white-space: nowrap; }
+tr.chosen td { font-weight: 600; background: #eef6ee; }
+tr.error td { background: #fbeeee; }
+.muted { color: #666; }
+.host { color: #2f5f8f; }
+.device { color: #b35c00; }
+.charts { display: flex; flex-wrap: wrap; gap: 8px 24px; margin: 0.5em 0; }
+svg text { font: 11px system-ui, sans-serif; fill: #222; }
+svg text.title { font-weight: 600; font-size: 12px; }
+svg text.axis { font-size: 12px; }
+svg text.tick, svg text.muted-text { fill: #555; }
+svg text.inbar { fill: #fff; }
+svg text.chosen-label { fill: #0b5d0b; }
+svg text.floor-label, svg text.budget-label { fill: #b00020; font-weight: 600; }
+svg .plot { fill: #fbfbfb; stroke: #bbb; }
+svg .grid { stroke: #e6e6e6; }
+svg .floor, svg .budget { stroke: #b00020; stroke-width: 1.5; stroke-dasharray: 6 3; }
+svg .front { fill: none; stroke: #e08a00; stroke-width: 2; }
+svg .interval { stroke: #555; }
+svg .leader { stroke: #999; stroke-width: 0.8; }
+svg .point { stroke: #333; stroke-width: 1.2; }
+svg .point.chosen { fill: #1b7a1b; stroke: #0b3d0b; stroke-width: 2; }
+svg .point.accepted { fill: #7aa7d9; }
+svg .point.rejected { fill: #fff; stroke: #777; }
+svg .point.error { fill: #fff; stroke: #b00020; stroke-dasharray: 2 1.5; }
+svg .bar.host { fill: #4e79a7; }
+svg .bar.device { fill: #f28e2b; }
+"""
+
+HOST = "this host (measured)"
+DEVICE = "predicted for the device"
+FIRST = ' class="first"'  # the first column of a group
 
 
 def write_report(out: Path, model: str, results) -> Path:
-    sections = [_section(r.target, r.candidates_measured) for r in results]
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgepack: {html.escape(model)}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0 2em; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-tr.chosen td {{ font-weight: 600; background: #eef6ee; }}
-.muted {{ color: #777; }}
-svg text {{ font: 11px system-ui, sans-serif; }}
-</style></head><body>
-<h1>{html.escape(model)}</h1>
-<p class="muted">Every candidate edgepack exported, validated and measured on the build host.
-Quality is retention: reference perplexity / candidate perplexity on the evaluation text,
-measured in the candidate's own runtime. Speeds and memory are this host's, not the device's.</p>
-{"".join(sections)}
-</body></html>
-"""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"
     tmp = out / f".report.html.{os.getpid()}.tmp"
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(render(model, results), encoding="utf-8")
     tmp.replace(path)
     return path
 
 
-def _section(target: str, rows: list[dict]) -> str:
-    return f"""<h2>Target {html.escape(target)}</h2>
-{_chart(rows)}
-{_table(rows)}"""
-
-
-def _chart(rows: list[dict]) -> str:
-    points = [
-        (r["measured"]["disk_bytes"] / 1e6, r["measured"]["retention"], r)
-        for r in rows
-        if r["measured"]["retention"] is not None
-    ]
-    if not points:
-        return ""
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    x0, x1 = 0.0, max(xs) * 1.15
-    y0, y1 = min(min(ys) - 0.02, 0.9), 1.005
-
-    def sx(x):
-        return PAD + (x - x0) / (x1 - x0) * (W - 2 * PAD)
-
-    def sy(y):
-        return H - PAD - (y - y0) / (y1 - y0) * (H - 2 * PAD)
-
-    marks = []
-    for x, y, r in points:
-        speed = r["measured"]["decode_tokens_per_s"]
-        label = f"{r['format']} {r['precision']}" + (f", {speed:.0f} tok/s" if speed else "")
-        fill = "#2a7a2a" if r["chosen"] else ("#ffffff" if not r["accepted"] else "#7aa7d9")
-        marks.append(
-            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="{fill}" '
-            f'stroke="#333"><title>{html.escape(label)}</title></circle>'
-            f'<text x="{sx(x) + 9:.1f}" y="{sy(y) + 4:.1f}">{html.escape(label)}</text>'
-        )
-    ticks = []
-    for i in range(5):
-        xv = x0 + (x1 - x0) * i / 4
-        yv = y0 + (y1 - y0) * i / 4
-        ticks.append(
-            f'<text x="{sx(xv):.1f}" y="{H - PAD + 16}" text-anchor="middle">{xv:.0f}</text>'
-            f'<text x="{PAD - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3f}</text>'
-        )
-    return f"""<svg width="{W}" height="{H}" role="img" aria-label="size against quality">
-<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" fill="#fafafa"
- stroke="#bbb"/>
-{"".join(ticks)}
-<text x="{W / 2}" y="{H - 12}" text-anchor="middle">size on disk (MB)</text>
-<text x="14" y="{H / 2}" transform="rotate(-90 14 {H / 2})" text-anchor="middle">quality
-retention</text>
-{"".join(marks)}
-</svg>"""
-
-
-def _table(rows: list[dict]) -> str:
-    head = (
-        "<tr><th>candidate</th><th>quality (pred / meas)</th><th>perplexity</th>"
-        "<th>memory MB (pred / meas)</th><th>disk MB</th><th>decode tok/s (pred / here)</th>"
-        "<th>first token ms (pred / here)</th><th>verdict</th></tr>"
+def render(model: str, results) -> str:
+    sections = "\n".join(
+        _section(r.target, list(r.candidates_measured or []), _as_dict(getattr(r, "budget", None)))
+        for r in results
     )
-    body = []
-    for r in rows:
-        p, m = r["predicted"], r["measured"]
-        student = f", {r['student_layers']}-layer student" if r["student_layers"] else ""
-        verdict = "chosen" if r["chosen"] else ("accepted" if r["accepted"] else "rejected")
-        if r["reasons"]:
-            verdict += ": " + "; ".join(r["reasons"])
-        body.append(
-            f'<tr class="{"chosen" if r["chosen"] else ""}">'
-            f"<td>{html.escape(r['format'])} {html.escape(r['precision'])}{student}</td>"
-            f"<td>{p['quality']:.3f} / {_f(m['retention'], '.4f')}</td>"
-            f"<td>{_f(m['perplexity'], '.2f')}</td>"
-            f"<td>{p['memory_bytes'] / 1e6:,.0f} / {_f(m['peak_rss_bytes'], ',.0f', 1e6)}</td>"
-            f"<td>{m['disk_bytes'] / 1e6:,.1f}</td>"
-            f"<td>{_f(p['decode_tokens_per_s'], ',.1f')} / {_f(m['decode_tokens_per_s'], ',.1f')}"
-            f"</td><td>{p['first_token_ms']:,.0f} / {_f(m['first_token_ms'], ',.0f')}</td>"
-            f"<td>{html.escape(verdict)}</td></tr>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"/><title>edgepack: {escape(model)}</title>
+<style>{CSS}</style></head><body>
+<h1>{escape(model)}</h1>
+<p class="muted">Every candidate edgepack exported, validated and measured for each target.
+Quality is retention: reference perplexity / candidate perplexity on the evaluation text,
+measured in the candidate's own runtime; it and memory carry over to the device. Speeds
+<span class="host">measured on this host</span> are the build host's, not the device's; the
+<span class="device">device's</span> are predicted, and proven by the bundle's check.py on the
+device.</p>
+{sections}
+</body></html>
+"""
+
+
+def _as_dict(budget) -> dict:
+    """The budget as a dict: given as one, as a dataclass, or absent (None)."""
+    if budget is None:
+        return {}
+    if is_dataclass(budget):
+        return asdict(budget)
+    return dict(budget)
+
+
+def name(row: dict) -> str:
+    """A candidate's short name, as its chart label and table row."""
+    text = f"{row.get('format', '?')} {row.get('precision', '?')}"
+    if row.get("student_layers"):
+        text += f" · {row['student_layers']} layers"
+    if row.get("device") == "gpu":
+        text += " · gpu"
+    return text
+
+
+def _section(target: str, rows: list[dict], budget: dict) -> str:
+    names = [name(r) for r in rows]
+    chart = quality_chart(rows, names, budget.get("min_quality"), budget.get("disk_gb"))
+    if not chart:
+        chart = '<p class="muted">No candidate has both a measured size and retention.</p>'
+    return f"""<h2>Target {escape(target)}</h2>
+{_budget_line(budget)}
+{chart}
+<div class="charts">{_budget_charts(rows, names, budget)}</div>
+{_bases(rows)}
+{_table(rows, names)}"""
+
+
+def _budget_line(budget: dict) -> str:
+    parts = []
+    for key, text in (
+        ("memory_gb", "peak memory ≤ {:g} GB"),
+        ("accelerator_memory_gb", "accelerator memory ≤ {:g} GB"),
+        ("disk_gb", "disk ≤ {:g} GB"),
+        ("first_token_ms", "first token ≤ {:g} ms"),
+        ("decode_tokens_per_s", "decode ≥ {:g} tokens/s"),
+        ("min_quality", "quality retention ≥ {:g}"),
+    ):
+        if budget.get(key) is not None:
+            parts.append(text.format(budget[key]))
+    if not parts:
+        return '<p class="muted">No budget was recorded for this target.</p>'
+    return f"<p>Budget: {escape(', '.join(parts))}.</p>"
+
+
+def _measured(row: dict, key: str):
+    return (row.get("measured") or {}).get(key)
+
+
+def _device(row: dict, key: str):
+    return (row.get("device_prediction") or {}).get(key)
+
+
+def _budget_charts(rows: list[dict], names: list[str], budget: dict) -> str:
+    if not rows:
+        return ""
+    rss = [_measured(r, "peak_rss_bytes") for r in rows]
+    mem_budget = budget.get("memory_gb")
+    top = max([v for v in rss if v is not None] + [(mem_budget or 0) * 1e9])
+    scale, unit = (1e9, "GB") if top >= 1.5e9 else (1e6, "MB")
+    charts = [
+        bar_chart(
+            "Peak memory",
+            unit,
+            names,
+            [("bar host", "peak memory on this host", [_div(v, scale) for v in rss])],
+            _div(mem_budget * 1e9, scale) if mem_budget is not None else None,
+            "max",
         )
-    return f"<table>{head}{''.join(body)}</table>"
+    ]
+    has_device = any(r.get("device_prediction") for r in rows)
+    for title, unit, key, measured_key, budget_key, direction in (
+        ("Decode speed", "tokens/s", "decode_tokens_per_s", "decode_tokens_per_s",
+         "decode_tokens_per_s", "min"),
+        ("First-token latency, 128-token prompt", "ms", "first_token_ms", "first_token_ms",
+         "first_token_ms", "max"),
+    ):  # fmt: skip
+        series = [("bar host", HOST, [_measured(r, measured_key) for r in rows])]
+        if has_device:
+            series.append(("bar device", DEVICE, [_device(r, key) for r in rows]))
+        charts.append(bar_chart(title, unit, names, series, budget.get(budget_key), direction))
+    return "\n".join(charts)
+
+
+def _div(value, scale):
+    return None if value is None else value / scale
+
+
+def _bases(rows: list[dict]) -> str:
+    bases = sorted({str(_device(r, "basis")) for r in rows if _device(r, "basis")})
+    text = (
+        f'<span class="device">Predicted for the device</span>: {escape("; ".join(bases))}.'
+        if bases
+        else "No calibrated prediction for the device was recorded; the planner's prediction "
+        "is in the table."
+    )
+    return (
+        f'<p class="muted">Speeds <span class="host">on this host</span> are measured by each '
+        f"bundle's own check on the build host. {text}</p>"
+    )
+
+
+def _table(rows: list[dict], names: list[str]) -> str:
+    if not rows:
+        return '<p class="muted">No candidate was measured for this target.</p>'
+    dev = any(r.get("device_prediction") for r in rows)
+    speeds = ["planned", "device", "this host"] if dev else ["planned", "this host"]
+    groups = [
+        ("quality retention", ["planned", "measured (95 % interval)"]),
+        ("peak memory MB", ["planned", "this host"]),
+        ("disk MB", ["planned", "measured"]),
+        ("decode tokens/s", speeds),
+        ("first token ms", speeds),
+    ]
+    head1 = '<tr><th class="name" rowspan="2">candidate</th><th class="verdict" rowspan="2">'
+    head1 += "verdict</th>" + "".join(
+        f'<th class="group" colspan="{len(cols)}">{escape(g)}</th>' for g, cols in groups
+    )
+    head2 = "<tr>" + "".join(
+        f"<th{FIRST if i == 0 else ''}>{escape(c)}</th>"
+        for _, cols in groups
+        for i, c in enumerate(cols)
+    )
+    width = 2 + sum(len(cols) for _, cols in groups)
+    body = [_row(r, n, dev, width) for r, n in zip(rows, names, strict=True)]
+    note = (
+        '<p class="muted">planned: the planner\'s prediction for the device; device: that '
+        "prediction calibrated against this host's measurements; this host: measured by the "
+        "bundle's check on the build host.</p>"
+        if dev
+        else '<p class="muted">planned: the planner\'s prediction for the device; this host: '
+        "measured by the bundle's check on the build host.</p>"
+    )
+    return (
+        f"<table><thead>{head1}</tr>{head2}</tr></thead><tbody>{''.join(body)}</tbody>"
+        f"</table>{note}"
+    )
+
+
+def _row(r: dict, row_name: str, dev: bool, width: int) -> str:
+    p, m = r.get("predicted") or {}, r.get("measured") or {}
+    k = kind(r)
+    reasons = list(r.get("reasons") or [])
+    if r.get("fallback_for"):
+        reasons.append(f"mixed-precision variant standing in for {r['fallback_for']}")
+    interval = ""
+    if m.get("retention_low") is not None and m.get("retention_high") is not None:
+        interval = f" ({m['retention_low']:.3f}–{m['retention_high']:.3f})"
+
+    def speeds(key: str, spec: str) -> list[str]:
+        cells = [_f(p.get(key), spec)]
+        if dev:
+            cells.append(_f(_device(r, key), spec))
+        return [*cells, _f(m.get(key), spec)]
+
+    groups = [
+        [_f(p.get("quality"), ".3f"), _f(m.get("retention"), ".4f") + interval],
+        [_f(p.get("memory_bytes"), ",.0f", 1e6), _f(m.get("peak_rss_bytes"), ",.0f", 1e6)],
+        [_f(p.get("disk_bytes"), ",.1f", 1e6), _f(m.get("disk_bytes"), ",.1f", 1e6)],
+        speeds("decode_tokens_per_s", ",.1f"),
+        speeds("first_token_ms", ",.0f"),
+    ]
+    tds = "".join(
+        f"<td{FIRST if i == 0 else ''}>{escape(c)}</td>" for g in groups for i, c in enumerate(g)
+    )
+    span = len(reasons) and 1
+    out = (
+        f'<tr class="{k}"><td class="name" rowspan="{1 + span}">{escape(row_name)}</td>'
+        f'<td class="verdict">{escape(k)}</td>{tds}</tr>'
+    )
+    if reasons:
+        out += (
+            f'<tr class="{k} why"><td class="reasons" colspan="{width - 1}">'
+            f"{escape('; '.join(reasons))}</td></tr>"
+        )
+    return out
 
 
 def _f(value, spec: str, scale: float = 1.0) -> str:
