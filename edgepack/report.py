@@ -47,6 +47,7 @@ svg text.axis { font-size: 12px; }
 svg text.tick, svg text.muted-text { fill: #555; }
 svg text.inbar { fill: #fff; }
 svg text.chosen-label { fill: #0b5d0b; }
+svg text.label { paint-order: stroke; stroke: #fbfbfb; stroke-width: 3px; stroke-linejoin: round; }
 svg text.floor-label, svg text.budget-label { fill: #b00020; font-weight: 600; }
 svg .plot { fill: #fbfbfb; stroke: #bbb; }
 svg .grid { stroke: #e6e6e6; }
@@ -125,7 +126,7 @@ def _section(target: str, rows: list[dict], budget: dict) -> str:
 {_budget_line(budget)}
 {chart}
 <div class="charts">{_budget_charts(rows, names, budget)}</div>
-{_bases(rows)}
+{_bases(rows, names)}
 {_table(rows, names)}"""
 
 
@@ -135,6 +136,7 @@ def _budget_line(budget: dict) -> str:
         ("memory_gb", "peak memory ≤ {:g} GB"),
         ("accelerator_memory_gb", "accelerator memory ≤ {:g} GB"),
         ("disk_gb", "disk ≤ {:g} GB"),
+        ("context_tokens", "context {:g} tokens"),
         ("first_token_ms", "first token ≤ {:g} ms"),
         ("decode_tokens_per_s", "decode ≥ {:g} tokens/s"),
         ("min_quality", "quality retention ≥ {:g}"),
@@ -189,17 +191,28 @@ def _div(value, scale):
     return None if value is None else value / scale
 
 
-def _bases(rows: list[dict]) -> str:
-    bases = sorted({str(_device(r, "basis")) for r in rows if _device(r, "basis")})
-    text = (
-        f'<span class="device">Predicted for the device</span>: {escape("; ".join(bases))}.'
-        if bases
-        else "No calibrated prediction for the device was recorded; the planner's prediction "
-        "is in the table."
+def _bases(rows: list[dict], names: list[str]) -> str:
+    """How the device's speeds were predicted, per candidate, and what the ranking used."""
+    head = (
+        '<p class="muted">Speeds <span class="host">on this host</span> are measured by each '
+        "bundle's own check on the build host."
     )
+    bases: dict[str, list[str]] = {}
+    for r, n in zip(rows, names, strict=True):
+        if _device(r, "basis"):
+            bases.setdefault(str(_device(r, "basis")), []).append(n)
+    if not bases:
+        return (
+            f"{head} No calibrated prediction for the device was recorded; the planner's "
+            "prediction is in the table.</p>"
+        )
+    ranked = sorted({str(_device(r, "ranked_by")) for r in rows if _device(r, "ranked_by")})
+    if ranked:
+        head += f" Speed ranking used the {escape(' and the '.join(ranked))}."
+    items = "".join(f"<li>{escape(', '.join(ns))}: {escape(b)}</li>" for b, ns in bases.items())
     return (
-        f'<p class="muted">Speeds <span class="host">on this host</span> are measured by each '
-        f"bundle's own check on the build host. {text}</p>"
+        f'{head} <span class="device">Predicted for the device</span> from:</p>'
+        f'<ul class="muted bases">{items}</ul>'
     )
 
 
@@ -244,6 +257,8 @@ def _row(r: dict, row_name: str, dev: bool, width: int) -> str:
     p, m = r.get("predicted") or {}, r.get("measured") or {}
     k = kind(r)
     reasons = list(r.get("reasons") or [])
+    if r.get("status") in ("fail", "not checked"):
+        reasons.append(f"bundle check on this host: {r['status']}")
     if r.get("fallback_for"):
         reasons.append(f"mixed-precision variant standing in for {r['fallback_for']}")
     interval = ""

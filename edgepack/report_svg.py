@@ -7,6 +7,7 @@ those boxes never meet. Every SVG is well-formed XML (it parses with xml.etree).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from html import escape
@@ -70,16 +71,18 @@ def place_labels(
     bounds: Box,
     fixed: list[Box] = (),
     markers: list[Box] = (),
+    lines: list[Box] = (),
 ) -> list[Label | None]:
     """One label per anchor (px, py, marker radius, text), taken in the order given: beside its
     point, to the right where it fits inside `bounds`, else to the left, at the height nearest
     the point's where its box meets no box placed before it (`fixed` ones included) and, where
-    there is room for that, no other point's marker (`markers[i]` is anchor i's). None where
-    there is no room at all. Deterministic: the same anchors give the same labels."""
+    there is room for that, no other point's marker (`markers[i]` is anchor i's) and none of
+    `lines` (boxes round drawn segments). None where there is no room at all. Deterministic:
+    the same anchors give the same labels."""
     placed = list(fixed)
     labels: list[Label | None] = []
     for i, (px, py, r, text) in enumerate(anchors):
-        others = [m for j, m in enumerate(markers) if j != i]
+        others = [m for j, m in enumerate(markers) if j != i] + list(lines)
         label = _nearest(px, py, r, text, bounds, placed + others)
         if label is None:
             label = _nearest(px, py, r, text, bounds, placed)
@@ -206,10 +209,6 @@ KINDS = (
 )
 
 
-def _or(value, default):
-    return default if value is None else value
-
-
 def kind(row: dict) -> str:
     if row.get("status") == "error":
         return "error"
@@ -239,8 +238,10 @@ def quality_chart(
     pad = max(0.1 * span, 0.01 * max(xs), 1e-6)
     xt = fitting_ticks(max(0.0, min(xs) - pad), max(xs) + pad, QW - QL - QR)
     disk_x = disk_budget_gb * 1e9 / scale if disk_budget_gb is not None else None
-    lows = [_or(m.get("retention_low"), m["retention"]) for _, _, m in pts]
-    highs = [_or(m.get("retention_high"), m["retention"]) for _, _, m in pts]
+    lows = [m["retention"] if m.get("retention_low") is None else m["retention_low"]
+            for _, _, m in pts]  # fmt: skip
+    highs = [m["retention"] if m.get("retention_high") is None else m["retention_high"]
+             for _, _, m in pts]  # fmt: skip
     lo = min(lows + ([min_quality] if min_quality is not None else []))
     hi = max(highs)
     lo, hi = min(lo, hi - 0.02), max(hi, min(lo + 0.02, 1.0))
@@ -268,10 +269,11 @@ def quality_chart(
         t(18, ymid, "quality retention (1.0 = the fp32 reference)", "axis", "middle",
           f' transform="rotate(-90 18 {ymid:.1f})"')
     )  # fmt: skip
-    fixed, items = [], []
+    fixed, items, rules = [], [], []  # rules: the floor's and the budget's lines
     if min_quality is not None:
         y = sy(min_quality)
         body.append(line(px0, y, px1, y, "floor"))
+        rules.append(Box(px0, y - 1, px1, y + 1))
         text = f"floor {min_quality:g}"
         base = y - 4 if y - 4 - ASCENT >= py0 else y + 4 + ASCENT
         fixed.append(text_box(px0 + 6, base, text))
@@ -280,6 +282,7 @@ def quality_chart(
     if disk_x is not None and xt[0] <= disk_x <= xt[-1]:
         x = sx(disk_x)
         body.append(line(x, py0, x, py1, "budget"))
+        rules.append(Box(x - 1, py0, x + 1, py1))
         text = f"disk budget {disk_budget_gb:g} GB"
         anchor, lx = ("end", x - 4) if x - 4 - text_width(text) >= px0 else ("start", x + 4)
         fixed.append(text_box(lx, py0 + 14, text, anchor))
@@ -319,7 +322,13 @@ def quality_chart(
         top, bottom = (sy(high), sy(low)) if low is not None and high is not None else (y, y)
         markers.append(Box(x - r - 1, min(y - r, top) - 1, x + r + 1, max(y + r, bottom) + 1))
     order = sorted(range(len(pts)), key=lambda i: (kind(pts[i][0]) != "chosen", *anchors[i][1::-1]))
-    placed = place_labels([anchors[i] for i in order], bounds, fixed, [markers[i] for i in order])
+    segments = [
+        Box(min(xa, xb) - 1, min(ya, yb) - 1, max(xa, xb) + 1, max(ya, yb) + 1)
+        for (xa, ya), (xb, yb) in itertools.pairwise(corners)
+    ]
+    placed = place_labels(
+        [anchors[i] for i in order], bounds, fixed, [markers[i] for i in order], segments + rules
+    )
     missing = 0
     for i, label in zip(order, placed, strict=True):
         if label is None:
@@ -385,7 +394,8 @@ def bar_chart(
         body.append(line(sx(v), top, sx(v), bottom, "grid"))
         body.append(t(sx(v), bottom + 14, tick_text(v, xt), "tick", "middle"))
     body.append(t((x0 + x1) / 2, bottom + 30, unit, "axis", "middle"))
-    digits = 2 if xt[-1] < 10 else 0
+    smallest = min([v for v in values if v > 0] or [1.0])  # two significant digits at least
+    digits = min(3, max(0, 1 - math.floor(math.log10(smallest))))
     for g, name in enumerate(names):
         gy = top + group_gap / 2 + g * group
         cat = t(x0 - 6, gy + group / 2 - group_gap / 2 + 4, cats[g], "cat", "end")
