@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
-.PHONY: setup demo test lint
+# `make test` runs the unit tier (no backend) first, then the integration tier.
+.PHONY: setup demo test test-unit test-integration lint
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,5 +17,10 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/python -m pytest -q
+test-unit: setup
+	$(BIN)/python -m pytest -q -m "not integration"
+
+test-integration: setup
+	$(BIN)/python -m pytest -q -m integration
+
+test: lint test-unit test-integration

@@ -29,6 +29,14 @@ def devicekit():
     return module
 
 
+def manifest_keys():
+    """The kit's manifestkeys module: every manifest key, defined once."""
+    _import_path()
+    import manifestkeys as module
+
+    return module
+
+
 def load_runner(runtime: str, model_dir: Path, threads: int | None = None):
     """A kit Runner for runtime over model_dir (see targets/devicekit.py for the interface)."""
     return devicekit().load_runner(runtime, str(model_dir), threads=threads)
@@ -40,6 +48,7 @@ def check_module():
 
     name = "_edgepack_kit_check"
     if name not in sys.modules:
+        _import_path()
         spec = importlib.util.spec_from_file_location(name, kit_dir() / "check.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

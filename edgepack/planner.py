@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from .formats.registry import FORMATS, KQUANT_FALLBACK_BPW, RUNTIMES, Format, Precision
 from .model import ModelFacts
 from .profiles import Profile
+from .ranking import rank_key
 
 SCHEMA_VERSION = 1
 GB = 1e9
@@ -24,8 +25,11 @@ PROMPT_TOKENS = 128  # first-token latency is budgeted for a prompt of this leng
 DECODE_CONTEXT = 256  # decode speed is predicted at the context check.py measures
 CPU_COMPUTE_EFFICIENCY = 0.25  # share of peak ops a runtime reaches in prefill GEMMs
 GPU_COMPUTE_EFFICIENCY = 0.3
+# A GPU decodes a small model far below its bandwidth: every layer costs kernel launches and
+# synchronisation per token. llama.cpp decoded the default model (30 layers) at 507 tok/s on an
+# H100 (FACTS.md), 1.97 ms a token where reading its weights takes 0.05 ms: ~64 us per layer.
+GPU_LAYER_OVERHEAD_S = 64e-6
 CUDA_HOST_BYTES = 800_000_000  # host RSS of the CUDA libraries a GPU runtime loads
-QUALITY_TIE = 0.001  # retention differences under 0.1 point are ties, broken by speed
 
 # Peak ops per cycle per core of each ISA feature: (float path, int8 path).
 ISA_OPS_PER_CYCLE = {
@@ -60,6 +64,12 @@ class Prediction:
     quality: float  # retention vs the fp32 reference: reference ppl / candidate ppl
     parameters: int
     arithmetic: str  # the memory sum, spelled out
+    # the speed model's inputs, so that a measurement can calibrate it (edgepack.calibrate)
+    decode_bytes_per_token: int = 0  # weights + KV cache read for each decoded token
+    prefill_ops: float = 0.0  # multiply-adds x 2 of a PROMPT_TOKENS prompt
+    bandwidth_efficiency: float = 0.0  # share of the memory bandwidth the runtime reaches
+    compute_efficiency: float = 0.0  # share of peak ops it reaches in prefill
+    token_overhead_s: float = 0.0  # fixed cost per decoded token (GPU kernel launches)
 
 
 @dataclass(frozen=True)
@@ -137,16 +147,20 @@ def student_sizes(num_layers: int) -> list[int | None]:
     return sizes
 
 
-def plan(facts: ModelFacts, profile: Profile) -> Plan:
+def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -> Plan:
+    """calibration: {(runtime, precision): (bandwidth_efficiency, compute_efficiency)}
+    measured on a host (edgepack.calibrate), replacing the registry's priors for those rows."""
     students = student_sizes(facts.num_layers) if facts.kind == "decoder" else [None]
     candidates = [
-        _evaluate(facts, profile, fmt, precision, layers)
+        _evaluate(facts, profile, fmt, precision, layers, calibration)
         for layers in students
         for fmt in FORMATS.values()
         if fmt.name in facts.formats
         for precision in fmt.precisions
     ]
-    feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile))
+    undistilled = [c for c in candidates if c.feasible and c.student_layers is None]
+    best = max((c.predicted.quality for c in undistilled or candidates if c.feasible), default=0)
+    feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile, best))
     ranked = [_with_rank(c, i + 1) for i, c in enumerate(feasible)]
     rejected = [c for c in candidates if not c.feasible]
     notes = []
@@ -176,29 +190,39 @@ def _with_rank(c: Candidate, rank: int) -> Candidate:
     return Candidate(**{**c.__dict__, "rank": rank})
 
 
-def _rank_key(profile: Profile):
+def _rank_key(profile: Profile, best_quality: float):
     def key(c: Candidate):
         p = c.predicted
-        quality = round(p.quality / QUALITY_TIE)
         speed = p.decode_tokens_per_s or 1000.0 / p.first_token_ms
         preference = profile.runtimes.prefer.index(c.runtime)
-        if profile.objective == "speed":
-            return (-speed, -quality, p.disk_bytes, preference)
-        if profile.objective == "size":
-            return (p.disk_bytes, -quality, -speed, preference)
-        return (-quality, -speed, p.disk_bytes, preference)
+        return rank_key(
+            profile.objective,
+            p.quality,
+            speed,
+            p.memory_bytes,
+            best_quality,
+            profile.quality_tolerance,
+            preference,
+            distilled=c.student_layers is not None,
+        )
 
     return key
 
 
 def _evaluate(
-    facts: ModelFacts, profile: Profile, fmt: Format, precision: Precision, layers: int | None
+    facts: ModelFacts,
+    profile: Profile,
+    fmt: Format,
+    precision: Precision,
+    layers: int | None,
+    calibration: dict | None = None,
 ) -> Candidate:
     runtime = RUNTIMES[fmt.runtime]
     gpu = profile.gpu
     on_gpu = gpu is not None and "gpu" in precision.devices and runtime.gpu_overhead_bytes > 0
     budget = profile.budget
-    p = predict(facts, profile, fmt, precision, layers, on_gpu)
+    efficiency = None if on_gpu else (calibration or {}).get((fmt.runtime, precision.name))
+    p = predict(facts, profile, fmt, precision, layers, on_gpu, efficiency)
     found: list[tuple[str, str]] = []  # (violation code, reason)
 
     def miss(code: str, text: str) -> None:
@@ -257,7 +281,10 @@ def predict(
     precision: Precision,
     layers: int | None,
     on_gpu: bool,
+    efficiency: tuple[float, float] | None = None,
 ) -> Prediction:
+    """efficiency: (bandwidth, compute) shares measured for this runtime and precision on a
+    CPU, instead of the priors."""
     runtime = RUNTIMES[fmt.runtime]
     kept = layers or facts.num_layers
     layer_params = facts.layer_parameters * kept / facts.num_layers
@@ -304,15 +331,16 @@ def predict(
 
     hw = profile.hardware
     gpu = profile.gpu
+    token_overhead = 0.0
     if on_gpu:
-        bandwidth = gpu.memory_bandwidth_gbs * GB * runtime.bandwidth_efficiency
-        peak = (gpu.int8_tops if precision.bits <= 8 and gpu.int8 else gpu.fp16_tflops) * 1e12
-        compute = peak * GPU_COMPUTE_EFFICIENCY
+        bw_eff, compute_eff = runtime.bandwidth_efficiency, GPU_COMPUTE_EFFICIENCY
+        bandwidth = gpu.memory_bandwidth_gbs * GB * bw_eff
+        compute = gpu_peak_ops(gpu, precision.bits) * compute_eff
+        token_overhead = GPU_LAYER_OVERHEAD_S * kept
     else:
-        bandwidth = hw.memory_bandwidth_gbs * GB * runtime.bandwidth_efficiency
-        path = 1 if precision.bits <= 8 else 0
-        per_cycle = max(ISA_OPS_PER_CYCLE[f][path] for f in hw.isa) if hw.isa else 8
-        compute = hw.cores * hw.clock_ghz * 1e9 * per_cycle * CPU_COMPUTE_EFFICIENCY
+        bw_eff, compute_eff = efficiency or (runtime.bandwidth_efficiency, CPU_COMPUTE_EFFICIENCY)
+        bandwidth = hw.memory_bandwidth_gbs * GB * bw_eff
+        compute = cpu_peak_ops(hw.cores, hw.clock_ghz, hw.isa, precision.bits) * compute_eff
     active = (
         layer_params
         + facts.head_parameters
@@ -322,7 +350,7 @@ def predict(
     prefill_s = 2 * active * PROMPT_TOKENS / compute + read_per_token / bandwidth
     decode = None
     if facts.kind == "decoder":
-        decode = min(bandwidth / read_per_token, compute / (2 * active))
+        decode = 1.0 / max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
 
     size = max(parameters, 1)
     quant_factor = min(10.0, max(0.5, math.sqrt(7e9 / size)))
@@ -342,7 +370,30 @@ def predict(
         quality=round(quality, 4),
         parameters=parameters,
         arithmetic=arithmetic,
+        decode_bytes_per_token=int(read_per_token),
+        prefill_ops=2 * active * PROMPT_TOKENS,
+        bandwidth_efficiency=bw_eff,
+        compute_efficiency=compute_eff,
+        token_overhead_s=token_overhead,
     )
+
+
+def cpu_peak_ops(cores: int, clock_ghz: float, isa, bits: int) -> float:
+    """Peak ops/s of a CPU: cores x clock x the best ISA feature's ops per cycle (int8 path
+    for weights of 8 bits or fewer)."""
+    path = 1 if bits <= 8 else 0
+    per_cycle = max(ISA_OPS_PER_CYCLE[f][path] for f in isa) if isa else 8
+    return cores * clock_ghz * 1e9 * per_cycle
+
+
+def gpu_peak_ops(gpu, bits: int) -> float:
+    return (gpu.int8_tops if bits <= 8 and gpu.int8 else gpu.fp16_tflops) * 1e12
+
+
+def isa_class(arch: str, isa) -> tuple[str, str]:
+    """What decides which kernels a runtime runs: the arch and its widest ISA feature."""
+    best = max(isa, key=lambda f: ISA_OPS_PER_CYCLE[f], default="none")
+    return (arch, best)
 
 
 def _student_loss(fraction: float) -> float:

@@ -104,6 +104,8 @@ class Profile(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
     description: str
     objective: Literal["quality", "speed", "size"]
+    # retentions within this of the best count as equal; the rest of the objective decides
+    quality_tolerance: Annotated[float, Field(ge=0, le=0.2, allow_inf_nan=False)] = 0.01
     hardware: Hardware
     accelerator: Accelerator
     budget: Budget

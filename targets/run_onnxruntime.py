@@ -34,8 +34,8 @@ class Runner:
         config_path = os.path.join(self.model_dir, "config.json")
         self.config = devicekit.read_json(config_path) if os.path.exists(config_path) else {}
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        self.threads = int(threads or devicekit.default_threads())
+        options.intra_op_num_threads = self.threads
         providers = ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -45,9 +45,8 @@ class Runner:
         self.model = self.core.read_model(os.path.join(self.model_dir, MODEL_FILE))
         self.inputs = {i.get_any_name() for i in self.model.inputs}
         self.outputs = {name for o in self.model.outputs for name in o.get_names()}
-        self.config = dict(CONFIG)
-        if threads:
-            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.threads = int(threads or devicekit.default_threads())
+        self.config = dict(CONFIG) | {"INFERENCE_NUM_THREADS": self.threads}
         config_path = os.path.join(self.model_dir, "config.json")
         config = devicekit.read_json(config_path) if os.path.exists(config_path) else {}
         archs = config.get("architectures") or []
@@ -149,7 +148,12 @@ class Runner:
                 f"token durations for {len(tokens)} tokens; cannot time this generation"
             )
         return devicekit.Generation(
-            prompt_tokens=len(ids), tokens=tokens, first_token_s=first[0] / 1e6, token_s=durations
+            prompt_tokens=len(ids),
+            tokens=tokens,
+            first_token_s=first[0] / 1e6,
+            token_s=durations,
+            # what genai says it fed the model: the whole prompt unless it reused a cached prefix
+            prompt_tokens_processed=int(result.perf_metrics.get_num_input_tokens()),
         )
 
     # -- encoder ------------------------------------------------------------------------------

@@ -32,10 +32,11 @@ def test_llama2_7b_on_edge_needs_a_distilled_4bit_student():
     assert p.chosen.predicted.memory_bytes <= 3.0 * GB
 
 
-def test_llama2_7b_on_xeon_keeps_all_layers_at_8_bits_or_more():
+def test_llama2_7b_on_xeon_keeps_all_layers_at_5_bits_or_more():
     p = plan(facts("llama-2-7b"), load_profile("xeon"))
     assert p.chosen.student_layers is None
-    assert p.chosen.bits >= 8
+    # q5_k_m's prior is within the server's 0.005 tolerance of q8_0's, and faster
+    assert p.chosen.bits >= 5
 
 
 def test_llama2_7b_on_t4_shows_fp16_plus_kv_arithmetic():
@@ -60,17 +61,17 @@ def test_llama2_7b_on_t4_shows_fp16_plus_kv_arithmetic():
 TABLE = [
     # model, target, student expected, allowed bits of the choice
     ("llama-2-7b", "edge-4gb", True, {4}),
-    ("llama-2-7b", "xeon", False, {8, 16, 32}),
+    ("llama-2-7b", "xeon", False, {5, 6, 8, 16, 32}),
     ("llama-2-7b", "t4", False, {4, 5, 6, 8}),
     ("mistral-7b", "edge-4gb", True, {4, 5}),
-    ("mistral-7b", "xeon", False, {8, 16}),
+    ("mistral-7b", "xeon", False, {5, 6, 8, 16}),
     ("mistral-7b", "t4", False, {5, 6, 8}),
-    ("qwen2.5-0.5b", "edge-4gb", False, {6, 8, 16}),
-    ("qwen2.5-0.5b", "laptop", False, {6, 8, 16}),
-    ("smollm2-135m", "edge-4gb", False, {8, 16, 32}),
-    ("smollm2-135m", "t4", False, {8, 16}),
-    ("smollm2-135m", "xeon", False, {8, 16, 32}),
-    ("smollm2-135m", "laptop", False, {8, 16, 32}),
+    ("qwen2.5-0.5b", "edge-4gb", False, {4, 5, 6}),  # size objective
+    ("qwen2.5-0.5b", "laptop", False, {5, 6, 8, 16}),
+    ("smollm2-135m", "edge-4gb", False, {4, 5, 6}),  # size objective
+    ("smollm2-135m", "t4", False, {6, 8, 16}),
+    ("smollm2-135m", "xeon", False, {6, 8, 16, 32}),
+    ("smollm2-135m", "laptop", False, {6, 8, 16, 32}),
 ]
 
 
@@ -132,9 +133,10 @@ def test_quality_prior_falls_with_bits_and_with_students():
     assert q_small[("gguf", "q4_0", None)] < q[("gguf", "q4_0", None)]
 
 
-def _tight(tmp_path, memory_gb):
+def _tight(tmp_path, memory_gb, objective=None):
     raw = tomllib.loads((PROFILES / "edge-4gb.toml").read_text())
     raw["name"] = "tight"
+    raw["objective"] = objective or raw["objective"]
     raw["budget"]["memory_gb"] = memory_gb
     path = tmp_path / "tight.toml"
     lines = [f'{k} = "{v}"' for k, v in raw.items() if isinstance(v, str)]
@@ -149,12 +151,13 @@ def _tight(tmp_path, memory_gb):
 
 def test_a_tighter_memory_budget_changes_the_choice(tmp_path):
     model = facts("smollm2-135m")
-    roomy = plan(model, load_profile("edge-4gb")).chosen
-    tight_profile = load_profile(str(_tight(tmp_path, 0.27)))
+    roomy = plan(model, load_profile(str(_tight(tmp_path, 3.0, "quality")))).chosen
+    budget = round(roomy.predicted.memory_bytes / GB * 0.9, 3)
+    tight_profile = load_profile(str(_tight(tmp_path, budget, "quality")))
     tight = plan(model, tight_profile).chosen
     assert tight is not None
     assert (tight.precision, tight.student_layers) != (roomy.precision, roomy.student_layers)
-    assert tight.predicted.memory_bytes <= 0.27 * GB < roomy.predicted.memory_bytes
+    assert tight.predicted.memory_bytes <= budget * GB < roomy.predicted.memory_bytes
 
 
 def test_an_impossible_budget_says_what_would_fit(tmp_path):

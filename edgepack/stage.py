@@ -1,0 +1,187 @@
+"""One candidate's bundle: written into a staging directory, then checked on this host.
+
+The manifest is edgepack.manifest's typed Manifest (every key defined once, in the kit). It
+names the path the bundle is published to, never the staging directory, and says why there is
+no host measurement when the check was skipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from . import __version__
+from .bundle import kit_files, staging_dir, write_manifest
+from .formats.registry import RUNTIMES
+from .kit import check_module, kit_dir
+from .manifest import Manifest
+from .model import ModelFacts
+from .selection import Trial
+
+RUNTIME_REQUIREMENTS = {
+    "llama.cpp": ["llama-cpp-python", "numpy"],
+    "openvino": ["openvino", "openvino-tokenizers", "openvino-genai", "tokenizers", "numpy"],
+    "onnxruntime": ["onnxruntime", "tokenizers", "numpy"],
+}
+RUNTIME_NOTES = {
+    "openvino": """
+The runner compiles the model with `INFERENCE_PRECISION_HINT=f32`: on CPUs with bf16 the
+CPU plugin's default bf16 execution moves this model's logits enough to change answers. Pass
+the same setting when you load `model/` yourself (`ov_config={"INFERENCE_PRECISION_HINT":
+"f32"}` for optimum-intel, or as a property of `openvino_genai.LLMPipeline`).
+""",
+}
+NO_CHECK = "--no-check was given: this host did not run the bundle's check"
+
+
+def stage(
+    dest: Path, artifact, figures, quality, source, profile, candidate, forced, steps, run_check
+) -> Trial:
+    """The bundle of one candidate in a staging directory, checked on this host."""
+    model_dir, facts = source.model_dir, source.facts
+    steps.advance("writing the bundle")
+    staging = staging_dir(dest)
+    try:
+        shutil.copytree(artifact.path, staging / "model")
+        for name in kit_files(artifact.runtime):
+            shutil.copy2(kit_dir() / name, staging / name)
+        runtime = RUNTIMES[artifact.runtime]
+        requirements = _requirements(artifact.runtime)
+        (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
+        golden = figures.pop("golden")
+        manifest = Manifest(
+            edgepack_version=__version__,
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            bundle={"name": dest.name, "path": str(dest.resolve())},
+            source_model=_source(model_dir, facts),
+            target=profile.to_dict(),
+            plan=asdict(candidate),
+            forced_by_user=forced,
+            artifact={
+                "format": artifact.format,
+                "precision": artifact.precision,
+                "details": artifact.details,
+            },
+            runtime={
+                "name": artifact.runtime,
+                "package": runtime.package,
+                "requirements": requirements,
+            },
+            predicted=asdict(candidate.predicted),
+            validation=figures,
+            quality=quality,
+            golden=golden,
+            build_host={"skipped": NO_CHECK},
+            distillation=_distillation(source) if source.teacher is not None else None,
+        )
+        (staging / "README.md").write_text(_readme(manifest.to_dict()))
+        data = write_manifest(staging, manifest.to_dict())
+        check = {}
+        if run_check:
+            steps.advance("running the bundle's check.py on this host")
+            check = run_bundle_check(staging)
+            check["bundle"] = str(dest.resolve())  # where it is published, not the staging dir
+            data["build_host"] = {"host": check.get("host"), "check": check}
+            data = write_manifest(staging, data)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Trial(candidate, quality, staging, data, check)
+
+
+def _distillation(source) -> dict:
+    """What the manifest says about a distilled student: its teacher and how it was made."""
+    from .distill import read_report
+
+    report = read_report(source.model_dir) or {}
+    return {
+        "teacher": str(source.teacher),
+        "student_layers": source.student_layers,
+        "report": {k: report.get(k) for k in ("teacher", "student", "training", "evaluation")},
+    }
+
+
+def run_bundle_check(bundle: Path, extra: list[str] | None = None) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(bundle / "check.py"), "--json", *(extra or [])],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"pass": False, "verdict": "ERROR", "error": f"check.py crashed: {tail}"}
+    report["exit_code"] = proc.returncode
+    return report
+
+
+def _requirements(runtime: str) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in RUNTIME_REQUIREMENTS[runtime]:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def _source(model_dir: Path, facts: ModelFacts) -> dict:
+    digest = hashlib.sha256()
+    weights = sorted(p for p in Path(model_dir).glob("*.safetensors"))
+    sha = check_module().sha256_file
+    for path in weights:
+        digest.update(f"{path.name}:{sha(path)}\n".encode())
+    return {
+        "path": str(model_dir),
+        "architecture": facts.architecture,
+        "num_parameters": facts.num_parameters,
+        "weights_sha256": digest.hexdigest(),
+        "weight_files": [p.name for p in weights],
+    }
+
+
+def _readme(manifest: dict) -> str:
+    plan, target, runtime = manifest["plan"], manifest["target"], manifest["runtime"]
+    student = f", {plan['student_layers']}-layer student" if plan["student_layers"] else ""
+    return f"""# {model_name(manifest["source_model"]["path"])} for {target["name"]}
+
+{manifest["artifact"]["format"]} {manifest["artifact"]["precision"]}{student}, run by
+{runtime["name"]}. Built by edgepack {manifest["edgepack_version"]} on {manifest["created"]}.
+
+Target: {target["description"]}.
+
+## On the device
+
+```sh
+python3 -m venv venv && venv/bin/pip install -r requirements.txt
+venv/bin/python check.py            # PASS (exit 0), FAIL (exit 1) or ERROR (exit 2)
+venv/bin/python check.py --json     # the same report as JSON
+```
+
+`check.py` verifies every file against `manifest.json` before loading anything, reproduces
+the golden outputs, then measures peak memory, load time, first-token latency for a 128-token
+prompt and decode speed, and compares them with the budgets of `manifest.json` (or of
+`--profile FILE`). Options: `--threads N`, `--repetitions N`.
+
+The model files are in `model/`; the runner for {runtime["name"]}
+(`{kit_files(runtime["name"])[-1]}`) shows how to load and run them.
+{RUNTIME_NOTES.get(runtime["name"], "")}"""
+
+
+def model_name(model_dir: Path) -> str:
+    """The model's name for bundle names: its directory, or the default model's own name."""
+    from .demo import MODEL_NAME, cache_root
+
+    model_dir = Path(model_dir)
+    if model_dir.parent == cache_root() / "models" and model_dir.name.startswith(MODEL_NAME):
+        return MODEL_NAME
+    return model_dir.name
