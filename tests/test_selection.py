@@ -148,12 +148,14 @@ def test_device_prediction_ranks_when_the_host_is_another_kind_of_machine():
 
 
 def test_rank_key_tolerance_and_ties():
-    best, tol = 0.999, 0.01
-    assert rank_key("quality", 0.990, 10, 1, best, tol) < rank_key("quality", 0.999, 9, 1, best, tol)
-    assert rank_key("quality", 0.980, 10, 1, best, tol) > rank_key("quality", 0.999, 9, 1, best, tol)
+    def key(objective, quality, speed, memory, distilled=False):
+        return rank_key(objective, quality, speed, memory, 0.999, 0.01, 0, distilled)
+
+    assert key("quality", 0.990, 10, 1) < key("quality", 0.999, 9, 1)  # within the tolerance
+    assert key("quality", 0.980, 10, 1) > key("quality", 0.999, 9, 1)  # outside it
+    assert key("size", 0.9, 10, 1) < key("size", 0.99, 10, 2)
     # a student comes after every undistilled candidate, whatever the objective
-    assert rank_key("size", 0.9, 10, 1, best, tol) < rank_key("size", 0.9, 10, 0.5, best, tol, 0, True)
-    assert rank_key("size", 0.9, 10, 1, best, 0.0) < rank_key("size", 0.99, 10, 2, best, 0.0)
+    assert key("size", 0.9, 10, 1) < key("size", 0.9, 10, 0.5, distilled=True)
 
 
 def test_mixed_fallback_follows_a_4_bit_miss_of_the_lower_bound():
