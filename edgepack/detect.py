@@ -8,6 +8,7 @@ they are tested on excerpts of other machines; no heavy backend is imported here
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -277,37 +278,46 @@ def probe_bandwidth(threads: int, size: int = PROBE_BYTES, repetitions: int = PR
     return Bandwidth(*gbs, threads, int(data.nbytes), repetitions, seconds)
 
 
-def detect_gpu() -> tuple[Gpu | None, str]:
+def _nvml() -> tuple[Gpu | None, str]:
     try:
         import pynvml
     except ImportError:
-        pynvml = None
-    if pynvml is not None:
-        try:
-            pynvml.nvmlInit()
-            try:
-                count = pynvml.nvmlDeviceGetCount()
-                if count:
-                    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-                    name = pynvml.nvmlDeviceGetName(handle)
-                    name = name.decode() if isinstance(name, bytes) else name
-                    total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-                    return Gpu(name, total, "NVML", count), "found through NVML"
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - no driver or no device: try nvidia-smi next
-            pass
+        return None, "pynvml is not installed"
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # noqa: BLE001 - NVMLError of every kind: no driver, no library
+        return None, f"NVML did not start ({exc})"
+    try:
+        if not (count := pynvml.nvmlDeviceGetCount()):
+            return None, "NVML found no GPU"
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        name = pynvml.nvmlDeviceGetName(handle)
+        name = name.decode() if isinstance(name, bytes) else name
+        total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+        return Gpu(name, total, "NVML", count), "found through NVML"
+    except Exception as exc:  # noqa: BLE001
+        return None, f"NVML failed ({exc})"
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def detect_gpu() -> tuple[Gpu | None, str]:
+    """The first NVIDIA GPU through NVML (where pynvml is installed), else nvidia-smi."""
+    gpu, nvml = _nvml()
+    if gpu is not None:
+        return gpu, nvml
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return None, "no NVIDIA GPU: NVML found none and nvidia-smi is not installed"
+        return None, f"no NVIDIA GPU: {nvml}, and nvidia-smi is not installed"
     try:
         query = [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
         result = subprocess.run(query, capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"no NVIDIA GPU: nvidia-smi did not answer ({type(exc).__name__})"
+        return None, f"no NVIDIA GPU: {nvml}, and nvidia-smi did not answer ({type(exc).__name__})"
     gpus = parse_nvidia_smi(result.stdout) if result.returncode == 0 else []
     if not gpus:
-        return None, f"no NVIDIA GPU: nvidia-smi listed none (exit {result.returncode})"
+        return None, f"no NVIDIA GPU: {nvml}, and nvidia-smi listed none (exit {result.returncode})"
     name, total = gpus[0]
     return Gpu(name, total, "nvidia-smi", len(gpus)), "found through nvidia-smi"
 
@@ -389,6 +399,8 @@ def build_profile(machine: Machine, name: str = "detected") -> tuple[Profile, st
         accelerator, extra = _gpu_entries(machine, gpu)
         gpu_budget = [extra]
     gpu_text = gpu.name if gpu else "no GPU"
+    flags = "flags" if cpu.arch == "x86_64" else "Features"
+    isa_why = f"from /proc/cpuinfo {flags}" if cpu.isa else f"none found in /proc/cpuinfo {flags}"
     sections = {
         None: [
             ("name", name, ""),
@@ -405,8 +417,7 @@ def build_profile(machine: Machine, name: str = "detected") -> tuple[Profile, st
             ("memory_bandwidth_gbs", bw.all_threads_gbs, f"measured: numpy sum of {bw.bytes // MiB}"
              f" MiB, {bw.threads} threads, best of {bw.repetitions}; one thread "
              f"{bw.one_thread_gbs:g} GB/s"),
-            ("isa", list(cpu.isa), "from /proc/cpuinfo " + ("flags" if cpu.arch == "x86_64"
-                                                           else "Features")),
+            ("isa", list(cpu.isa), isa_why),
         ],
         "accelerator": accelerator,
         "budget": [

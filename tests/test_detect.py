@@ -375,3 +375,30 @@ def test_detect_imports_no_backend(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+SMI = "#!/bin/sh\n{body}\n"
+SMI_CASES = [
+    ("h200", 'echo "NVIDIA H200, 143771"', "NVIDIA H200", "found through nvidia-smi"),
+    ("no-driver", 'echo "NVIDIA-SMI has failed because it could not communicate"; exit 9', None,
+     "nvidia-smi listed none (exit 9)"),
+    ("hangs", "exec sleep 5", None, "nvidia-smi did not answer (TimeoutExpired)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("label,body,name,note", SMI_CASES, ids=[c[0] for c in SMI_CASES])
+def test_gpu_through_nvidia_smi(tmp_path, monkeypatch, label, body, name, note):
+    """A stand-in nvidia-smi on PATH: the edge no machine here reaches (an NVIDIA driver)."""
+    from edgepack import detect
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(SMI.format(body=body))
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # as where pynvml is not installed
+    monkeypatch.setattr(detect, "NVIDIA_SMI_TIMEOUT_S", 0.5)
+    gpu, found = detect.detect_gpu()
+    assert (gpu.name if gpu else None) == name
+    assert note in found and ("pynvml is not installed" in found) == (gpu is None)
+    if gpu:
+        assert (gpu.vram_bytes, gpu.source, gpu.count) == (143771 * 2**20, "nvidia-smi", 1)
