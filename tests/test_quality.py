@@ -1,14 +1,18 @@
 """Quality measured in the runtime: perplexity, KL, retention, and the gate in build."""
 
+import hashlib
 import json
+import tomllib
+from importlib import resources
 
 import numpy as np
 import pytest
 
+from edgepack import quality as q
 from edgepack.errors import EdgepackError
 from edgepack.kit import load_runner
 from edgepack.quality import chunks, eval_text, measure, perplexity, reference_eval, scored
-from tests.conftest import PROFILES, run_cli
+from tests.conftest import PROFILES, ROOT, run_cli
 
 # between the default model's measured retention of gguf q4_0 and of q4_k_m (its mixed variant)
 MIXED_FLOOR = 0.9  # measured: q4_0 0.827, q4_k_m 0.952
@@ -32,9 +36,217 @@ def test_perplexity_is_exp_mean_nll():
     assert perplexity(logits, targets) == pytest.approx(expected, rel=1e-9)
 
 
-def test_eval_text_errors(tmp_path):
+def chunk_sums(per_token: np.ndarray) -> np.ndarray:
+    """[chunks, tokens] per-token NLL -> per-chunk sums."""
+    return per_token.sum(1)
+
+
+def synthetic(n_chunks: int, seed: int = 1, tokens: int = 256):
+    """Per-token reference NLL whose difficulty varies by chunk, and a candidate that loses
+    unevenly: more on some chunks than on others."""
+    rng = np.random.default_rng(seed)
+    ref = rng.gamma(2.0, 1.5, size=(n_chunks, tokens)) * rng.uniform(0.5, 2, size=(n_chunks, 1))
+    loss = rng.normal(0.1, 0.05, size=(n_chunks, 1)) + rng.normal(0, 0.3, size=(n_chunks, tokens))
+    return ref, ref + loss, np.full(n_chunks, tokens)
+
+
+def test_bootstrap_of_an_identical_candidate_is_one():
+    ref, _, tokens = synthetic(16)
+    sums = chunk_sums(ref)
+    assert q.retention_interval(sums, sums, tokens) == (1.0, 1.0)
+    assert q.retention_point(sums, sums, tokens) == 1.0
+
+
+def test_bootstrap_interval_holds_the_point_estimate():
+    ref, cand, tokens = synthetic(16)
+    point = q.retention_point(chunk_sums(ref), chunk_sums(cand), tokens)
+    low, high = q.retention_interval(chunk_sums(ref), chunk_sums(cand), tokens)
+    assert point == pytest.approx(np.exp(ref.mean() - cand.mean()), rel=1e-12)
+    assert low < point < high < 1.0
+    assert point == pytest.approx(0.905, abs=0.03)  # exp(-0.1): what the candidate loses
+
+
+def test_bootstrap_narrows_as_chunks_are_added():
+    ref, cand, tokens = synthetic(128)
+    widths = []
+    for n in (8, 32, 128):
+        low, high = q.retention_interval(chunk_sums(ref[:n]), chunk_sums(cand[:n]), tokens[:n])
+        widths.append(high - low)
+    assert widths[0] > 1.5 * widths[1] > 1.5 * 1.5 * widths[2] > 0
+
+
+def test_bootstrap_is_deterministic_for_a_seed():
+    ref, cand, tokens = synthetic(16)
+    a, b = chunk_sums(ref), chunk_sums(cand)
+    assert q.retention_interval(a, b, tokens) == q.retention_interval(a, b, tokens)
+    assert q.retention_interval(a, b, tokens, seed=7) == q.retention_interval(a, b, tokens, seed=7)
+    assert q.retention_interval(a, b, tokens, seed=7) != q.retention_interval(a, b, tokens)
+
+
+def test_bootstrap_is_paired():
+    """A constant loss per token leaves no doubt, however unlike the chunks are."""
+    ref, _, tokens = synthetic(16)
+    low, high = q.retention_interval(chunk_sums(ref), chunk_sums(ref + 0.05), tokens)
+    assert high - low == pytest.approx(0.0, abs=1e-12)
+    assert low == pytest.approx(np.exp(-0.05), rel=1e-12)
+    # unpaired, the chunks' own difficulty would have made the interval wide
+    rng = np.random.default_rng(0)
+    shuffled = chunk_sums(ref + 0.05)[rng.permutation(16)]
+    low, high = q.retention_interval(chunk_sums(ref), shuffled, tokens)
+    assert high - low > 0.1
+
+
+class Logits:
+    """A runtime stand-in that returns fixed logits for each chunk's ids."""
+
+    def __init__(self, table: dict):
+        self.table = table
+
+    def logits(self, ids):
+        return self.table[tuple(ids)]
+
+
+def synthetic_reference(n_chunks=3, vocab=50, k=8, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, size=n_chunks * 32).tolist()
+    parts = chunks(len(ids), 32)
+    table, nll, tops = {}, [], []
+    for start, end in parts:
+        logits = rng.normal(0, 3, size=(end - start, vocab)).astype(np.float32)
+        table[tuple(ids[start:end])] = logits
+        w = scored(start, end)
+        logp = q.log_softmax(logits[w])
+        targets = np.asarray(ids[start:end])[w.start + 1 : w.stop + 1]
+        nll.append(-logp[np.arange(len(targets)), targets])
+        tops.append(q.top_k(logp, k))
+    nll = np.concatenate(nll)
+    ref = q.EvalReference(
+        "synthetic",
+        "0" * 64,
+        ids,
+        parts,
+        nll,
+        *(np.concatenate([t[i] for t in tops]) for i in range(3)),
+        perplexity=float(np.exp(nll.mean())),
+    )
+    return ref, table
+
+
+def test_a_runner_with_the_references_logits_is_lossless():
+    ref, table = synthetic_reference()
+    quality = q.measure(Logits(table), ref)
+    assert (quality.retention, quality.retention_low, quality.retention_high) == (1.0, 1.0, 1.0)
+    assert quality.perplexity == pytest.approx(ref.perplexity, rel=1e-9)
+    assert quality.kl_divergence_mean == pytest.approx(0.0, abs=1e-6)
+    assert quality.top1_agreement == 1.0
+    assert (quality.eval_tokens, quality.eval_chunks, quality.kl_top_k) == (48, 3, 8)
+    keys = {"retention", "retention_low", "retention_high", "eval_tokens", "eval_chunks"}
+    assert keys | {"eval_text", "eval_text_sha256"} <= set(quality.to_dict())
+
+
+def test_scores_of_a_noisy_runner_and_their_prefixes():
+    ref, table = synthetic_reference(n_chunks=6)
+    rng = np.random.default_rng(3)
+    noisy = {
+        key: v + rng.normal(0, 1.0, size=v.shape).astype(np.float32) for key, v in table.items()
+    }
+    scores = q.score_chunks(Logits(noisy), ref)
+    whole, first = q.summarize(scores, ref), q.summarize(scores, ref, upto=2)
+    assert whole.retention < 1 and whole.retention_low <= whole.retention <= whole.retention_high
+    assert whole.kl_divergence_mean > 0.05 and 0 < whole.top1_agreement < 1
+    assert (first.eval_tokens, first.eval_chunks) == (32, 2)
+    assert whole.reference_perplexity == pytest.approx(ref.perplexity, rel=1e-9)
+    # the first two chunks alone, measured afresh, give the prefix's figures
+    part = q.EvalReference(
+        ref.name,
+        ref.sha256,
+        ref.ids[:64],
+        ref.chunks[:2],
+        ref.nll[:32],
+        ref.top_ids[:32],
+        ref.top_logprobs[:32],
+        ref.tail_logprob[:32],
+        float(np.exp(ref.nll[:32].mean())),
+    )
+    assert q.measure(Logits(noisy), part).to_dict() == first.to_dict()
+
+
+def test_top_k_kl_is_exact_with_every_token_and_a_lower_bound_with_fewer():
+    rng = np.random.default_rng(5)
+    logp = q.log_softmax(rng.normal(0, 2, size=(20, 300)))
+    logq = q.log_softmax(np.log(np.exp(logp) + 0.002 * rng.random((20, 300))))
+    exact = (np.exp(logp) * (logp - logq)).sum(-1)
+    full = q.kl_top_k(*q.top_k(logp, 300), logq)
+    assert full == pytest.approx(exact, rel=1e-5)
+    previous = np.zeros(20)
+    for k in (5, 50, 200):
+        approx = q.kl_top_k(*q.top_k(logp, k), logq)
+        assert np.all(approx <= exact + 1e-9) and np.all(approx >= previous - 1e-9)
+        previous = approx
+    ids, vals, rest = q.top_k(logp, 5)
+    assert np.all(np.diff(vals, axis=1) <= 0) and np.all(ids[:, 0] == logp.argmax(-1))
+    assert np.exp(rest) == pytest.approx(1 - np.exp(vals.astype(np.float64)).sum(-1), abs=1e-6)
+
+
+def test_first_tokens_tokenizes_a_prefix_only():
+    text = "".join(f"line {i} " + "x" * (i % 7) + "\n" for i in range(5000))
+    seen = []
+
+    def encode(s):
+        seen.append(len(s))
+        return s.split()
+
+    assert q.first_tokens(encode, text, 700) == text.split()[:700]
+    assert max(seen) < len(text) / 5
+    assert q.first_tokens(encode, text, 10**6) == text.split()
+    assert q.tokens_for(4096) == 16 * 512 and q.tokens_for(300) == 2 * 512
+
+
+WIKITEXT_SHA256 = "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"
+
+
+def test_the_default_text_is_wikitext_2_test_and_the_project_text_stays():
     name, text = eval_text()
-    assert name == "built-in" and len(text.split()) > 1000
+    assert name == "wikitext-2-test" and len(text.encode()) == 1_256_449
+    assert hashlib.sha256(text.encode()).hexdigest() == WIKITEXT_SHA256
+    assert text.startswith(" \n = Robert <unk> = \n")
+    name, text = eval_text(builtin="project")
+    assert name == "built-in" and len(text.split()) > 1000 and "Robert <unk>" not in text
+    with pytest.raises(ValueError, match="unknown built-in text 'wiki'"):
+        eval_text(builtin="wiki")
+
+
+def test_wikitext_ships_with_its_licence():
+    folder = resources.files("edgepack").joinpath("data/wikitext-2")
+    names = {"test.txt", "SOURCE.md", "LICENSE"}
+    assert names <= {p.name for p in folder.iterdir()}
+    licence = folder.joinpath("LICENSE").read_text("utf-8")
+    assert "Creative Commons Attribution-ShareAlike 3.0" in licence and "CC BY-SA 3.0" in licence
+    for author in ("Stephen Merity", "Caiming Xiong", "James Bradbury", "Richard Socher"):
+        assert author in licence
+    assert WIKITEXT_SHA256 in folder.joinpath("SOURCE.md").read_text("utf-8")
+    # and the package data patterns put all three into the distribution
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["edgepack"]
+    shipped = {
+        p.relative_to(ROOT / "edgepack")
+        for pat in patterns
+        for p in (ROOT / "edgepack").glob(pat)
+        if p.is_file()
+    }
+    assert {f"data/wikitext-2/{n}" for n in names} <= {str(p) for p in shipped}
+    assert "data/eval.txt" in {str(p) for p in shipped}
+
+
+def test_eval_data_replaces_the_default(tmp_path):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my words " * 150)
+    assert eval_text(mine) == ("mine.txt", "my words " * 150)
+    assert eval_text(mine, builtin="project")[0] == "mine.txt"
+
+
+def test_eval_text_errors(tmp_path):
     with pytest.raises(EdgepackError, match="cannot read"):
         eval_text(tmp_path / "missing.txt")
     short = tmp_path / "short.txt"
@@ -59,8 +271,9 @@ class Recording:
 def test_runtime_perplexity_equals_an_independent_computation(default_model, exports):
     import torch
 
-    text = " ".join(eval_text()[1].split()[:260])  # a short text: one chunk
+    text = " ".join(eval_text()[1].split()[:1000])  # two chunks of WikiText-2
     ref = reference_eval(default_model, "short", text)
+    assert len(ref.chunks) == 2 and ref.scored_tokens == 2 * 256
     runner = Recording(load_runner("llama.cpp", exports.get(default_model, "gguf", "q8_0").path))
     quality = measure(runner, ref)
     # independently: torch's cross-entropy on the very logits the runtime returned
@@ -78,7 +291,25 @@ def test_runtime_perplexity_equals_an_independent_computation(default_model, exp
     assert quality.perplexity == pytest.approx(independent, rel=1e-9)
     assert quality.retention == pytest.approx(min(1.0, ref.perplexity / independent))
     assert 0.9 < quality.retention <= 1.0
+    assert quality.retention_low <= quality.retention <= quality.retention_high <= 1.0
     assert quality.kl_divergence_mean >= 0
+    assert (quality.eval_tokens, quality.eval_chunks) == (512, 2)
+
+
+@pytest.mark.integration
+def test_the_reference_keeps_the_whole_texts_tokens(default_model):
+    """Tokenizing a prefix of WikiText-2 gives the ids the whole text's tokenization starts with."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model)
+    name, text = eval_text()
+    whole = tok(text, add_special_tokens=False)["input_ids"]
+    n = q.tokens_for(q.EVAL_SCORED_TOKENS)
+    assert len(whole) > 10 * n
+    assert (
+        q.first_tokens(lambda s: tok(s, add_special_tokens=False)["input_ids"], text, n)
+        == (whole[:n])
+    )
 
 
 def floor_profile(tmp_path, name: str, floor: float):

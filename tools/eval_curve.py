@@ -1,0 +1,179 @@
+"""Retention against evaluation size: the curve behind edgepack.quality.EVAL_SCORED_TOKENS.
+
+    .venv/bin/python tools/eval_curve.py [--model DIR] [--candidates FMT:PREC,...]
+        [--sizes N,N,...] [--eval-data FILE] [--kl-check CHUNKS] [--json FILE]
+
+Each candidate is exported (or taken from edgepack's export cache, $EDGEPACK_CACHE), loaded
+through the on-device runner (edgepack.kit.load_runner, what bundles run) and scored once on
+the largest size; the figures at each smaller size are those of the first chunks, which is what
+a measurement at that size would see (chunks are evaluated from an empty context, in order).
+For every size: retention, its 95 % bootstrap interval, and the seconds the candidate took
+(runner forward passes and scoring). The suggested default is the smallest size from which on
+every candidate's retention stays within --tolerance (0.005) of its value at the largest size.
+
+--kl-check N compares, on the first N chunks, the exact KL divergence (from the fp32
+reference's full distribution) with the top-k approximation edgepack stores, for several k.
+Tables go to stdout; progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edgepack import quality as q  # noqa: E402
+
+CANDIDATES = "openvino:int4,openvino:int4_mixed,gguf:q4_0,gguf:q4_k_m,onnx:int4,gguf:q8_0"
+SIZES = "512,1024,2048,4096,8192,16384,32768"
+KS = (64, 256, 1024)
+
+
+def log(message: str) -> None:
+    print(f"[eval_curve] {message}", file=sys.stderr, flush=True)
+
+
+def curve(runner, ref, sizes: list[int]) -> list[dict]:
+    """The candidate's figures at each size (a prefix of the same scores)."""
+    per_chunk = q.tokens_for(1) // 2
+    scores = q.score_chunks(runner, ref)
+    rows = []
+    for size in sizes:
+        n = -(-size // per_chunk)
+        figures = q.summarize(scores, ref, upto=n).to_dict()
+        rows.append({"size": size, "seconds": float(scores.seconds[:n].sum())} | figures)
+    return rows
+
+
+def reference_logprobs(model_dir: Path, ref, n_chunks: int) -> list:
+    """The fp32 reference's full log-probabilities at the scored positions of the first chunks."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = []
+    with torch.inference_mode():
+        for start, end in ref.chunks[:n_chunks]:
+            logits = model(torch.tensor([ref.ids[start:end]])).logits[0].float().numpy()
+            out.append(q.log_softmax(logits[q.scored(start, end)]).astype(np.float32))
+    return out
+
+
+def kl_check(runner, ref, full: list) -> dict:
+    """Mean exact KL and the relative error of the top-k approximation for each k in KS."""
+    exact, approx, tail = 0.0, dict.fromkeys(KS, 0.0), dict.fromkeys(KS, 0.0)
+    n = 0
+    for (start, end), logp in zip(ref.chunks, full, strict=False):
+        logq = q.log_softmax(np.asarray(runner.logits(ref.ids[start:end]))[q.scored(start, end)])
+        p = logp.astype(np.float64)
+        exact += float((np.exp(p) * (p - logq)).sum())
+        for k in KS:
+            ids, vals, rest = q.top_k(p, k)
+            approx[k] += float(q.kl_top_k(ids, vals, rest, logq).sum())
+            tail[k] += float(np.exp(rest).sum())
+        n += len(p)
+    return {
+        "tokens": n,
+        "kl_exact": exact / n,
+        "by_k": {
+            k: {"kl": approx[k] / n, "rel_error": approx[k] / exact - 1, "tail_mass": tail[k] / n}
+            for k in KS
+        },
+    }
+
+
+def default_size(results: dict, sizes: list[int], tolerance: float) -> int | None:
+    """The smallest size from which on every candidate stays within tolerance of its value at
+    the largest size."""
+    for i, size in enumerate(sizes):
+        if all(
+            abs(row["retention"] - rows[-1]["retention"]) <= tolerance
+            for rows in results.values()
+            for row in rows[i:]
+        ):
+            return size
+    return None
+
+
+def table(label: str, rows: list[dict]) -> str:
+    last = rows[-1]["retention"]
+    lines = [
+        f"{label}",
+        "  scored tokens  chunks  retention  95% interval       vs largest  ppl      s",
+    ]
+    for r in rows:
+        lines.append(
+            f"  {r['size']:>13}  {r['eval_chunks']:>6}  {r['retention']:.4f}     "
+            f"[{r['retention_low']:.4f}, {r['retention_high']:.4f}]  "
+            f"{r['retention'] - last:+.4f}     {r['perplexity']:<7.3f}  {r['seconds']:.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
+    parser.add_argument("--candidates", default=CANDIDATES, help=f"({CANDIDATES})")
+    parser.add_argument("--sizes", default=SIZES, help=f"scored tokens ({SIZES})")
+    parser.add_argument("--eval-data", type=Path, help="evaluation text (default: WikiText-2)")
+    parser.add_argument("--tolerance", type=float, default=0.005)
+    parser.add_argument("--kl-check", type=int, default=0, metavar="CHUNKS")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    picks = [tuple(c.split(":")) for c in args.candidates.split(",")]
+
+    from edgepack.demo import cache_root, default_model_dir
+    from edgepack.exports import export_cached
+    from edgepack.kit import load_runner
+    from edgepack.model import inspect_model
+
+    model_dir = args.model or default_model_dir()
+    facts, cache = inspect_model(model_dir), cache_root()
+    name, text = q.eval_text(args.eval_data)
+    started = time.perf_counter()
+    ref = q.cached_reference_eval(model_dir, name, text, cache, scored_tokens=sizes[-1])
+    log(
+        f"reference: {ref.scored_tokens} scored tokens of {name} in {len(ref.chunks)} chunks, "
+        f"perplexity {ref.perplexity:.3f} ({time.perf_counter() - started:.0f} s)"
+    )
+    full = reference_logprobs(model_dir, ref, args.kl_check) if args.kl_check else []
+    results, checks = {}, {}
+    for fmt, precision in picks:
+        label = f"{fmt} {precision}"
+        artifact = export_cached(model_dir, facts, fmt, precision, cache, log)
+        runner = load_runner(artifact.runtime, artifact.path)
+        log(f"{label}: scoring {len(ref.chunks)} chunks")
+        results[label] = curve(runner, ref, sizes)
+        print(table(label, results[label]), "\n", flush=True)
+        if full:
+            checks[label] = kl_check(runner, ref, full)
+        del runner
+    chosen = default_size(results, sizes, args.tolerance)
+    print(
+        f"default: {chosen} scored tokens (every candidate within +-{args.tolerance} of its "
+        f"retention at {sizes[-1]} from there on)"
+    )
+    for label, c in checks.items():
+        errors = ", ".join(
+            f"k={k}: {v['rel_error']:+.2%} (tail {v['tail_mass']:.3f})"
+            for k, v in c["by_k"].items()
+        )
+        print(f"KL {label}: exact {c['kl_exact']:.4f} on {c['tokens']} tokens; top-k {errors}")
+    if args.json:
+        doc = {"eval_text": name, "sizes": sizes, "default": chosen, "curves": results}
+        args.json.write_text(json.dumps(doc | {"kl_check": checks}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
