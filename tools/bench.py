@@ -1,25 +1,42 @@
 """Benchmark edgepack bundles against what a user would run instead, on this machine.
 
     .venv/bin/python tools/bench.py BUNDLE [BUNDLE ...] [--tokens N] [--prompt-tokens N]
-        [--repetitions N] [--threads N] [--eval-data FILE] [--eval-tokens N] [--json]
-        [--save FILE]
+        [--repetitions N] [--threads N] [--target NAME|FILE] [--eval-data FILE]
+        [--eval-tokens N] [--json] [--save FILE]
 
-For each bundle, on the same prompt ids, with the same thread count:
+For each bundle, on the same prompts, with the same thread count:
   fp32     transformers fp32 eager `generate` on the bundle's source model (greedy): the baseline;
   raw      the runtime's own user-facing API on the bundle's model/ with no edgepack code in the
            loop: llama-cpp-python `Llama`, optimum-intel `OVModelForCausalLM` (with the kit's
            f32 precision hint; and openvino-genai `LLMPipeline`, which the kit's runner wraps),
            optimum `ORTModelForCausalLM`;
-  runner   the bundle's own runner (devicekit.load_runner in the bundle), what edgepack ships.
-Each runs in its own process (runtimes can crash each other, and memory is only meaningful per
-process): load, one warm-up, then repetitions; p50 of first-token latency and decode tokens/s;
-the child's peak RSS comes from the operating system when it exits (os.wait4: the same
-accounting check.py reads through RUSAGE_CHILDREN, per child). Quality: perplexity, KL and
-top-1 agreement of the bundle's runner on the evaluation text against the fp32 reference
-(edgepack.quality; the raw runtime runs the same artifact, so its logits and perplexity are the
-runner's). Evaluation text: --eval-data, else WikiText-2 test from ../shared/data when present,
-else edgepack's built-in text; its first --eval-tokens tokens (default 4096, the cap of
-edgepack.quality).
+  runner   the bundle's own runner (devicekit.load_runner in the bundle), what edgepack ships;
+  check    the bundle's own `check.py --json --repetitions N [--threads N]`, run as a device runs
+           it: its decode, first token, peak RSS and threads as check.py itself measured them
+           (its own cold 128-token prompts, 64 new tokens), set beside raw (check/raw ratios; for
+           OpenVINO also against raw openvino-genai's cold first token).
+Each variant runs in its own process (runtimes can crash each other, and memory is only
+meaningful per process): load, one warm-up, then repetitions; p50 of first-token latency and
+decode tokens/s; the child's peak RSS comes from the operating system when it exits (os.wait4:
+the same accounting check.py reads, per child).
+Cold prompts: the warm-up and every repetition get their own prompt of --prompt-tokens ids, cut
+from the evaluation text at different offsets, each starting on a token no other starts on, so
+no runtime has seen a prefix of it in that process (openvino-genai reuses the KV cache of a
+repeated prefix: ~20 ms instead of ~110 ms for a repeated 128-token prompt). Every variant of a
+bundle gets the same list, so the comparison is paired; the prompt tokens each run processed are
+reported where the runtime says (openvino-genai's get_num_input_tokens, llama.cpp's n_p_eval).
+Threads: every core this process may run on (sched_getaffinity) for every variant, prompt and
+decode (llama-cpp-python's n_threads and n_threads_batch); --threads N overrides; --threads 0
+leaves each runtime its own default (llama-cpp-python's is half the cores).
+Before and after calibration, per bundle: the planner's prior (manifest "predicted"), the
+build's calibrated device prediction (manifest "device_prediction"), edgepack.calibrate's
+prediction from this run's check for --target (default: the manifest's target), and the check's
+measurement.
+Quality: perplexity, KL and top-1 agreement of the bundle's runner on the evaluation text
+against the fp32 reference (edgepack.quality; the raw runtime runs the same artifact, so its
+logits and perplexity are the runner's). Evaluation text: --eval-data, else WikiText-2 test from
+../shared/data when present, else edgepack's built-in text; its first --eval-tokens tokens
+(default 4096, the cap of edgepack.quality).
 Tables go to stdout (or one JSON document with --json); progress goes to stderr.
 """
 
@@ -48,6 +65,20 @@ RAW = {  # runtime -> its raw variants: (key in the report, child variant, label
     "onnxruntime": [("raw", "optimum_ort", "raw optimum ONNX Runtime")],
 }
 N_CTX = 2048  # the llama.cpp kit's context; the raw Llama gets the same KV cache
+CHECK_PROMPT = (128, 64)  # check.py's own prompt length and new tokens
+THREADS_FROM = (
+    "every core this process may run on (sched_getaffinity)",
+    "--threads",
+    "each runtime's own default",
+)
+
+
+def default_threads() -> int:
+    """Every core this process may run on (its CPU affinity), as the kit's runners use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def log(message: str) -> None:
@@ -81,7 +112,8 @@ def run_child(spec: dict, scratch: Path) -> dict:
         tail = err_path.read_text().strip().splitlines()[-5:]
         why = report["error"] if report else f"exit {proc.returncode}"
         raise SystemExit(f"bench: {spec['variant']} failed: {why}\n" + "\n".join(tail))
-    return report | {"peak_rss_bytes": usage.ru_maxrss * unit}
+    # a child that reports a peak of its own (check: check.py's measuring process) keeps it
+    return {"peak_rss_bytes": usage.ru_maxrss * unit} | report
 
 
 def p50(values: list[float]) -> float:
@@ -92,14 +124,16 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def prepare_eval(path: str | None, max_tokens: int, tokenizer, scratch: Path) -> dict:
+def prepare_eval(path: str | None, max_tokens: int, tokenizer, scratch: Path) -> tuple[dict, str]:
     """The evaluation text, cut after its first max_tokens tokens (so the fp32 reference and the
-    runners evaluate the same bounded slice), written where the children read it."""
+    runners evaluate the same bounded slice), written where the children read it; and the whole
+    text, which the prompts are cut from."""
     from edgepack.quality import MAX_EVAL_TOKENS, eval_text
 
     if path is None and WIKITEXT.is_file():
         path = WIKITEXT
     name, text = eval_text(path)
+    whole = text
     max_tokens = min(max_tokens, MAX_EVAL_TOKENS)
     head = text[: max_tokens * 12]  # ample characters for max_tokens tokens
     enc = tokenizer.encode(head, add_special_tokens=False)
@@ -108,13 +142,30 @@ def prepare_eval(path: str | None, max_tokens: int, tokenizer, scratch: Path) ->
     out = scratch / "eval.txt"
     out.write_text(text, encoding="utf-8")
     label = str(path) if path else "edgepack built-in text"
-    return {"name": name, "source": label, "path": str(out), "max_tokens": max_tokens}
+    info = {"name": name, "source": label, "path": str(out), "max_tokens": max_tokens}
+    return info, whole
 
 
-def prompt_ids(tokenizer, text: str, n: int) -> list[int]:
-    """The first n tokens of the evaluation text (repeated if it is shorter)."""
-    ids = tokenizer.encode(text[: n * 12], add_special_tokens=False).ids
-    return (ids * (n // max(len(ids), 1) + 1))[:n]
+def cold_prompts(tokenizer, text: str, length: int, count: int) -> list[list[int]]:
+    """`count` prompts of `length` ids cut from the text at different offsets (`length` apart,
+    moved on where a token would start a second prompt): pairwise different from their first
+    token on, so no prompt shares a prefix with another and no runtime can reuse a cached one."""
+    ids = tokenizer.encode(text[: count * length * 16], add_special_tokens=False).ids
+    prompts, firsts, offset = [], set(), 0
+    while len(prompts) < count and offset + length <= len(ids):
+        if ids[offset] in firsts:
+            offset += 1
+            continue
+        firsts.add(ids[offset])
+        prompts.append(ids[offset : offset + length])
+        offset += length
+    if len(prompts) < count:
+        raise SystemExit(
+            f"bench: the evaluation text gives {len(prompts)} distinct prompts of {length} "
+            f"tokens, {count} are needed (a warm-up and --repetitions); give a longer "
+            "--eval-data, or lower --prompt-tokens or --repetitions"
+        )
+    return prompts
 
 
 def load_tokenizer(model_dir: Path):
@@ -159,8 +210,10 @@ def speed(report: dict, baseline_tokens: list[int] | None) -> dict:
         "peak_rss_bytes": report["peak_rss_bytes"],
         "load_s": report["load_s"],
         "warmup_s": report["warmup_s"],
+        "threads": report["threads"],
         "decode_tokens_per_s": report["decode_tokens_per_s"],
         "first_token_ms": report["first_token_ms"],
+        "prompt_tokens_processed": report["prompt_tokens_processed"],
     }
     if baseline_tokens is not None:  # how long the greedy output stays the fp32 one
         same = 0
@@ -175,29 +228,21 @@ def speed(report: dict, baseline_tokens: list[int] | None) -> dict:
 def ratios(entry: dict) -> dict:
     v, q, size = entry["variants"], entry["quality"], entry["size"]
     base, runner = v["baseline"], v["runner"]
+    dec, ftk = "decode_tokens_per_s_p50", "first_token_ms_p50"
     out = {
-        "runner_decode_vs_fp32": runner["decode_tokens_per_s_p50"]
-        / base["decode_tokens_per_s_p50"],
-        "runner_first_token_vs_fp32": runner["first_token_ms_p50"] / base["first_token_ms_p50"],
+        "runner_decode_vs_fp32": runner[dec] / base[dec],
+        "runner_first_token_vs_fp32": runner[ftk] / base[ftk],
         "runner_peak_rss_vs_fp32": runner["peak_rss_bytes"] / base["peak_rss_bytes"],
         "perplexity_vs_fp32": q["perplexity"] / q["reference_perplexity"],
         "size_reduction": size["source_bytes"] / size["model_bytes"],
     }
-    for key in ("raw", "raw_genai"):
-        if key in v:
-            raw = v[key]
-            out[f"{key}_decode_vs_fp32"] = (
-                raw["decode_tokens_per_s_p50"] / base["decode_tokens_per_s_p50"]
-            )
-            out[f"runner_vs_{key}_decode"] = (
-                runner["decode_tokens_per_s_p50"] / raw["decode_tokens_per_s_p50"]
-            )
-            out[f"runner_vs_{key}_first_token"] = (
-                runner["first_token_ms_p50"] / raw["first_token_ms_p50"]
-            )
-            out[f"runner_minus_{key}_first_token_ms"] = (
-                runner["first_token_ms_p50"] - raw["first_token_ms_p50"]
-            )
+    for key in [k for k in ("raw", "raw_genai") if k in v]:
+        raw = v[key]
+        out[f"{key}_decode_vs_fp32"] = raw[dec] / base[dec]
+        for who in ("runner", "check"):
+            out[f"{who}_vs_{key}_decode"] = v[who][dec] / raw[dec]
+            out[f"{who}_vs_{key}_first_token"] = v[who][ftk] / raw[ftk]
+        out[f"runner_minus_{key}_first_token_ms"] = runner[ftk] - raw[ftk]
     return out
 
 
@@ -212,17 +257,18 @@ def bench(args) -> dict:
 
 def _bench(args, bundles: list[dict], scratch: Path) -> dict:
     load_before = os.getloadavg()[0]
-    threads = args.threads if args.threads is not None else os.cpu_count()
+    threads = args.threads if args.threads is not None else default_threads()
     common = {"tokens": args.tokens, "repetitions": args.repetitions, "threads": threads}
     first = Path(bundles[0]["source_model"])
     tokenizer = load_tokenizer(first)
-    evaluation = prepare_eval(args.eval_data, args.eval_tokens, tokenizer, scratch)
-    text = Path(evaluation["path"]).read_text(encoding="utf-8")
-    references, baselines, results = {}, {}, []
+    evaluation, text = prepare_eval(args.eval_data, args.eval_tokens, tokenizer, scratch)
+    references, baselines, prompts, results = {}, {}, {}, []
     for b in bundles:
         source = b["source_model"]
-        ids = prompt_ids(load_tokenizer(Path(source)), text, args.prompt_tokens)
-        spec = common | {"prompt_ids": ids, "pad_token_id": b["pad_token_id"]}
+        if source not in prompts:  # one list per source model: every variant runs the same
+            tok = load_tokenizer(Path(source))
+            prompts[source] = cold_prompts(tok, text, args.prompt_tokens, args.repetitions + 1)
+        spec = common | {"prompts": prompts[source], "pad_token_id": b["pad_token_id"]}
         quality_spec = {
             "model_dir": source,
             "eval_path": evaluation["path"],
@@ -249,6 +295,14 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
         kit = {"bundle": b["bundle"], "runtime": b["runtime"]}
         runner = run_child(spec | kit | {"variant": "runner"}, scratch)
         variants["runner"] = {"label": "edgepack runner"} | speed(runner, base_tokens)
+        log(f"{b['name']}: the bundle's check.py")
+        check = {"variant": "check", "cwd": str(scratch), "threads": args.threads or 0}
+        check = run_child(kit | check | {"repetitions": args.repetitions}, scratch)
+        variants["check"] = {"label": "the bundle's check.py"} | check
+        log(f"{b['name']}: before and after calibration")
+        calibrate = {"variant": "calibrate", "target": args.target, "measured": check["measured"]}
+        calibrated = run_child(kit | calibrate, scratch)
+        calibrated.pop("peak_rss_bytes")
         log(f"{b['name']}: quality through the runner")
         quality = run_child(quality_spec | kit | {"variant": "quality"}, scratch)
         quality.pop("peak_rss_bytes")
@@ -260,6 +314,13 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
         entry = {k: b[k] for k in ("bundle", "name", "format", "precision", "runtime")}
         entry |= {"source_model": source, "size": size, "quality": quality, "variants": variants}
         entry["reference"] = references[source]
+        entry["calibration"] = calibrated
+        entry["prompts"] = {
+            "count": len(prompts[source]),
+            "tokens": args.prompt_tokens,
+            "first_ids": [ids[0] for ids in prompts[source]],
+            "lengths": sorted({len(ids) for ids in prompts[source]}),
+        }
         entry["ratios"] = ratios(entry)
         results.append(entry)
     from edgepack.kit import check_module
@@ -272,6 +333,11 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
             "repetitions": args.repetitions,
             "warmup_new_tokens": 8,
             "threads": threads,
+            "threads_from": THREADS_FROM[(args.threads is not None) + (threads == 0)],
+            "prompts": "cold: the warm-up and each repetition on its own prompt, pairwise "
+            "different from the first token on, the same list for every variant",
+            "check_prompt_tokens": CHECK_PROMPT[0],
+            "check_new_tokens": CHECK_PROMPT[1],
             "statistic": "p50",
         },
         "eval": {k: v for k, v in evaluation.items() if k != "path"},
@@ -281,69 +347,123 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
 
 # -- text output ------------------------------------------------------------------------------
 
+COLUMNS = "decode tok/s", "first tok ms", "peak RSS MB", "cold s", "disk MB", "perplexity"
+LEGEND = (
+    "  cold s: imports + load + the warm-up generation (check.py: its load); same tok: greedy "
+    "tokens equal to fp32's before the first difference; threads: as the runtime reports them "
+    "(llama.cpp: n_threads/n_threads_batch; rt: the runtime's own default); prompt: the prompt "
+    "tokens each run processed, as the runtime reports them\n"
+    "  * the raw runtime and check.py run the runner's artifact: the same logits and perplexity; "
+    "check.py times its own cold {}-token prompts, {} new tokens"
+)
 
-def table(entry: dict, settings: dict) -> str:
+
+def _threads(value) -> str:
+    if isinstance(value, dict):  # llama.cpp: n_threads/n_threads_batch
+        return "/".join(str(x) for x in value.values())
+    return str(value) if value else "rt"
+
+
+def _span(values: list) -> str:
+    known = [x for x in values if x is not None]
+    lo, hi = (min(known), max(known)) if known else (None, None)
+    return "-" if lo is None else str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _num(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(entry: dict, s: dict) -> str:
     v, q, size, r = entry["variants"], entry["quality"], entry["size"], entry["ratios"]
     mb = 1e6
-    head = (
+    lines = [
         f"{entry['name']}: {entry['format']} {entry['precision']} on {entry['runtime']}  "
-        f"({entry['bundle']})"
-    )
-    cols = f"  {'variant':<34}{'decode tok/s':>13}{'first tok ms':>13}{'peak RSS MB':>12}"
-    cols += f"{'cold s':>8}{'disk MB':>9}{'perplexity':>11}{'same tok':>10}"
-    lines = [head, cols]
+        f"({entry['bundle']})",
+        f"  {'variant':<34}"
+        + "".join(f"{c:>{len(c) + 1}}" for c in COLUMNS)
+        + f"{'same tok':>10}{'threads':>8}{'prompt':>8}",
+    ]
+    warnings = []
     for key, fig in v.items():
         disk = size["source_bytes"] if key == "baseline" else size["model_bytes"]
         ppl = q["reference_perplexity"] if key == "baseline" else q["perplexity"]
-        mark = "*" if key.startswith("raw") else " "
+        mark = " " if key in ("baseline", "runner") else "*"
         same = fig.get("same_tokens_as_fp32")
-        same = "ref" if same is None else f"{same}/{settings['new_tokens']}"
+        same = {"baseline": "ref", "check": "-"}.get(key) or f"{same}/{s['new_tokens']}"
+        fed = fig["prompt_tokens_processed"]
         lines.append(
             f"  {fig['label']:<34}{fig['decode_tokens_per_s_p50']:>13.1f}"
             f"{fig['first_token_ms_p50']:>13.1f}{fig['peak_rss_bytes'] / mb:>12.0f}"
-            f"{fig['load_s'] + fig['warmup_s']:>8.2f}{disk / mb:>9.0f}{ppl:>10.3f}{mark}{same:>10}"
+            f"{fig['load_s'] + fig['warmup_s']:>7.2f}{disk / mb:>8.0f}{ppl:>10.3f}{mark}{same:>10}"
+            f"{_threads(fig.get('threads')):>8}{_span(fed):>8}"
         )
-    for fig in v.values():
-        lines.append(f"    {fig['label']}: {fig['api']}")
-    lines.append(
-        "  cold s: imports + load + the warm-up generation; same tok: greedy tokens equal to "
-        "fp32's before the first difference"
-    )
-    lines.append("  * the raw runtime runs the runner's artifact: the same logits and perplexity")
-    ratio = [
-        f"  RATIOS  decode vs fp32: runner {r['runner_decode_vs_fp32']:.2f}x"
-        + "".join(
-            f", {v[k]['label']} {r[f'{k}_decode_vs_fp32']:.2f}x"
-            for k in ("raw", "raw_genai")
-            if k in v
-        )
-    ]
-    for k in ("raw", "raw_genai"):
-        if k in v:
-            ratio.append(
-                f"          runner vs {v[k]['label']}: decode {r[f'runner_vs_{k}_decode']:.2f}x, "
-                f"first token {r[f'runner_vs_{k}_first_token']:.2f}x "
-                f"({r[f'runner_minus_{k}_first_token_ms']:+.1f} ms)"
+        given = fig.get("prompt_tokens") or s["prompt_tokens"]
+        short = [x for x in fed if x is not None and x != given]
+        if short:
+            warnings.append(
+                f"  WARNING {fig['label']} processed {short} prompt tokens of {given}: it reused "
+                "a cached prefix; those first tokens are not cold"
             )
-    ratio.append(
+    lines += [f"    {fig['label']}: {fig['api']}" for fig in v.values()]
+    lines.append(LEGEND.format(s["check_prompt_tokens"], s["check_new_tokens"]))
+    raws = [k for k in ("raw", "raw_genai") if k in v]
+    lines.append(
+        f"  RATIOS  decode vs fp32: runner {r['runner_decode_vs_fp32']:.2f}x"
+        + "".join(f", {v[k]['label']} {r[f'{k}_decode_vs_fp32']:.2f}x" for k in raws)
+    )
+    for k, who in ((k, who) for k in raws for who in ("runner", "check")):
+        lines.append(
+            f"          {who} vs {v[k]['label']}: decode {r[f'{who}_vs_{k}_decode']:.2f}x, "
+            f"first token {r[f'{who}_vs_{k}_first_token']:.2f}x"
+            + (f" ({r[f'runner_minus_{k}_first_token_ms']:+.1f} ms)" if who == "runner" else "")
+        )
+    lines.append(
         f"          perplexity vs fp32: {r['perplexity_vs_fp32']:.4f}x "
         f"({q['perplexity']:.3f} vs {q['reference_perplexity']:.3f}; retention "
         f"{q['retention']:.4f}, KL {q['kl_divergence_mean']:.4f}, top-1 "
         f"{q['top1_agreement']:.1%} over {q['eval_tokens']} scored tokens)"
     )
-    ratio.append(
+    lines.append(
         f"          size: {r['size_reduction']:.2f}x smaller ({size['model_bytes'] / mb:.0f} MB "
         f"model/ vs {size['source_bytes'] / mb:.0f} MB safetensors); peak memory "
         f"{r['runner_peak_rss_vs_fp32']:.2f}x fp32"
     )
-    return "\n".join(lines + ratio)
+    return "\n".join(lines + warnings + calibration_table(entry["calibration"]))
+
+
+def calibration_table(cal: dict) -> list[str]:
+    """Decode, first token and memory: predicted before calibration, after it, and measured."""
+    head = f"  BEFORE AND AFTER CALIBRATION for {cal['target']}"
+    lines = [f"{head:<58}{'decode tok/s':>13}{'first tok ms':>13}{'memory MB':>11}"]
+    prior = 'manifest "predicted"' if cal["prior"]["source"] == "manifest" else "the planner"
+    rows = (
+        (f"prior: {prior}", cal["prior"]),
+        ('calibrated at build: manifest "device_prediction"', cal["build"]),
+        ("calibrated from this run's check.py", cal["calibrated"]),
+        ("measured here by the bundle's check.py", cal["measured"]),
+    )
+    for label, row in rows:
+        if not row or "skipped" in row:
+            why = row["skipped"] if row else "none for this target"
+            lines.append(f"    {label:<54}- ({why})")
+            continue
+        memory = row.get("memory_bytes")
+        lines.append(
+            f"    {label:<54}{_num(row['decode_tokens_per_s']):>13}"
+            f"{_num(row['first_token_ms']):>13}{_num(memory and memory / 1e6, 0):>11}"
+        )
+        if row.get("basis"):
+            lines.append(f"      basis: {row['basis']}")
+    return lines
 
 
 def report_text(result: dict) -> str:
     s, h, e = result["settings"], result["host"], result["eval"]
     lines = [
         f"edgepack bench: {s['prompt_tokens']}-token prompt, {s['new_tokens']} new tokens "
-        f"(greedy), warm-up then {s['repetitions']} repetitions, p50; {s['threads']} threads",
+        f"(greedy), warm-up then {s['repetitions']} repetitions, p50; cold prompts; "
+        f"{s['threads'] or 'default'} threads ({s['threads_from']})",
         f"host: {h['cpu']}, {h['cores']} cores, {h['os']}; load average "
         f"{h['load_average_1m'][0]:.1f} before, {h['load_average_1m'][1]:.1f} after",
         f"evaluation text: {e['source']} (first {e['max_tokens']} tokens at most)",
@@ -363,8 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        help="threads for every variant (default: all cores; 0: each runtime's own default)",
+        help="threads for every variant (default: every core this process may run on; 0: each "
+        "runtime's own default)",
     )
+    parser.add_argument("--target", help="profile for the calibrated prediction (manifest's)")
     parser.add_argument("--eval-data", help="evaluation text (default: WikiText-2 or built-in)")
     parser.add_argument("--eval-tokens", type=int, default=4096, help="tokens of it (4096)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
