@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bundle import publish, write_manifest
-from .calibrate import device_prediction, host_machine
+from .calibrate import device_prediction, host_machine, record
 from .calibration import calibration_text
 from .errors import EdgepackError, QualityError, StudentRequired, ValidationError
 from .exports import export_cached, forget
@@ -221,9 +221,13 @@ def _trials(
         )
         trial.fallback_for = fallback_for.get(key)
         if source.facts.kind == "decoder":
+            host = host_machine()
             trial.device_prediction = device_prediction(
-                source.facts, profile, candidate, trial.measured, host_machine()
+                source.facts, profile, candidate, trial.measured, host
             )
+            eff = trial.device_prediction["calibration"]
+            if eff and trial.check.get("verdict") != "ERROR":
+                record(cache, host, candidate.runtime, candidate.precision, eff, dest.name)
         staged.append(trial)
         trials.append(trial)
         steps.close()

@@ -104,3 +104,53 @@ def device_prediction(
         "host_same_kind": same,
         "ranked_by": "device prediction" if rank_by_device else "host measurement",
     }
+
+
+# -- the store: efficiencies this host measured, for `edgepack plan --calibrated` -----------
+
+STORE = "calibration.json"
+
+
+def host_key(host: dict) -> str:
+    return f"{host['arch']}|{host['cpu']}|{host['cores']} cores"
+
+
+def record(cache_dir, host: dict, runtime: str, precision: str, eff: dict, model: str) -> None:
+    """Keep this host's measured efficiencies of a runtime and precision (the latest wins)."""
+    import datetime
+    import json
+    from pathlib import Path
+
+    path = Path(cache_dir) / STORE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    rows = data.setdefault(host_key(host), {})
+    rows[f"{runtime}/{precision}"] = {
+        "bandwidth_efficiency": eff["bandwidth_efficiency"],
+        "compute_efficiency": eff["compute_efficiency"],
+        "measured_on": model,
+        "date": datetime.date.today().isoformat(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def stored(cache_dir, host: dict) -> dict:
+    """{(runtime, precision): (bandwidth, compute efficiency)} measured on this host, for
+    planner.plan(calibration=...)."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads((Path(cache_dir) / STORE).read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for key, row in data.get(host_key(host), {}).items():
+        runtime, precision = key.split("/", 1)
+        out[(runtime, precision)] = (row["bandwidth_efficiency"], row["compute_efficiency"])
+    return out

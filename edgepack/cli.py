@@ -140,8 +140,14 @@ def inspect(model, allow_pickle, trust_remote_code, as_json):
 @cli.command()
 @_model_options
 @click.option("--target", required=True, metavar="NAME|FILE", help="Built-in profile or file.")
+@click.option(
+    "--calibrated",
+    is_flag=True,
+    help="Use the runtime efficiencies this host measured in earlier builds instead of the "
+    "priors (see `edgepack build`).",
+)
 @_json_option
-def plan(model, allow_pickle, trust_remote_code, target, as_json):
+def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
     """Choose student size x format x precision for a target, with the arithmetic shown."""
     from .planner import plan as make_plan
     from .profiles import load_profile
@@ -149,7 +155,18 @@ def plan(model, allow_pickle, trust_remote_code, target, as_json):
 
     profile = load_profile(target)
     facts = _facts(model, allow_pickle, trust_remote_code)
-    result = make_plan(facts, profile)
+    calibration = None
+    if calibrated:
+        from .calibrate import host_machine, stored
+        from .demo import cache_root
+
+        calibration = stored(cache_root(), host_machine())
+        if not calibration:
+            raise EdgepackError(
+                "no calibration for this host yet: build a bundle here first "
+                "(`edgepack build` measures each candidate), then plan with --calibrated"
+            )
+    result = make_plan(facts, profile, calibration)
     if as_json:
         _emit(result.to_dict())
     else:

@@ -164,6 +164,9 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
     ranked = [_with_rank(c, i + 1) for i, c in enumerate(feasible)]
     rejected = [c for c in candidates if not c.feasible]
     notes = []
+    if calibration:
+        rows = ", ".join(f"{r} {p}" for r, p in sorted(calibration))
+        notes.append(f"decode and first token use efficiencies measured on this host: {rows}")
     if facts.kind == "encoder":
         notes.append(
             "encoder: no KV cache and no decode budget; first_token_ms is one forward pass"
