@@ -45,6 +45,8 @@ into one), which never exceeds the exact KL (merging bins cannot increase a dive
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -81,6 +83,8 @@ class EvalReference:
     top_logprobs: np.ndarray  # [scored, k] float32: their log-probabilities
     tail_logprob: np.ndarray  # [scored] float64: log of the probability mass outside the top k
     perplexity: float
+    # (folder, key) where measurements on this reference are cached; None: not cached
+    cache: tuple[Path, str] | None = None
 
     @property
     def scored_tokens(self) -> int:
@@ -247,34 +251,41 @@ def cached_reference_eval(
     trust=False,
     scored_tokens: int = EVAL_SCORED_TOKENS,
 ):
-    """reference_eval, cached by model content, text and size under <cache>/references."""
+    """reference_eval, cached by model content, text and size under <cache>/references. A cached
+    reference of the same text at a larger size serves a smaller one: its first chunks are the
+    smaller one's (chunks are evaluated from an empty context, in the text's order)."""
     from .reference import model_key
 
     digest = hashlib.sha256(text.encode()).hexdigest()
-    key = f"{model_key(model_dir)}-eval-{digest[:16]}-s{scored_tokens}-k{TOP_K}"
-    path = Path(cache_dir) / "references" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as data:
-            return EvalReference(
-                name=name,
-                sha256=digest,
-                ids=data["ids"].tolist(),
-                chunks=[tuple(c) for c in data["chunks"].tolist()],
-                perplexity=float(data["perplexity"]),
-                **{a: data[a] for a in _ARRAYS},
-            )
-    ref = reference_eval(model_dir, name, text, trust, scored_tokens)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        ids=np.asarray(ref.ids),
-        chunks=np.asarray(ref.chunks),
-        perplexity=np.asarray(ref.perplexity),
-        **{a: getattr(ref, a) for a in _ARRAYS},
-    )
-    tmp.replace(path)
+    stem, tail = f"{model_key(model_dir)}-eval-{digest[:16]}-s", f"-k{TOP_K}.npz"
+    folder = Path(cache_dir) / "references"
+    sizes = [p.name[len(stem) : -len(tail)] for p in folder.glob(f"{stem}*{tail}")]
+    larger = sorted(int(n) for n in sizes if n.isdigit() and int(n) >= scored_tokens)
+    if larger:
+        with np.load(folder / f"{stem}{larger[0]}{tail}") as data:
+            ids, parts = data["ids"].tolist(), [tuple(c) for c in data["chunks"].tolist()]
+            arrays = {a: data[a] for a in _ARRAYS}
+        whole = EvalReference(name, digest, ids, parts, **arrays, perplexity=0.0)
+        ref = prefix(whole, scored_tokens)
+    else:
+        ref = reference_eval(model_dir, name, text, trust, scored_tokens)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{stem}{scored_tokens}.{os.getpid()}.tmp.npz"
+        arrays = {a: getattr(ref, a) for a in _ARRAYS}
+        np.savez(tmp, ids=np.asarray(ref.ids), chunks=np.asarray(ref.chunks), **arrays)
+        tmp.replace(folder / f"{stem}{scored_tokens}{tail}")
+    ref.cache = (folder, f"{stem}{scored_tokens}-k{TOP_K}")
     return ref
+
+
+def prefix(ref: EvalReference, scored_tokens: int) -> EvalReference:
+    """The reference a measurement of scored_tokens would make: its first chunks."""
+    n_tokens = tokens_for(scored_tokens)
+    keep = [c for c in ref.chunks if c[1] <= n_tokens]
+    n = sum((b - a) - (b - a) // 2 for a, b in keep)
+    arrays = {a: getattr(ref, a)[:n] for a in _ARRAYS}
+    ppl = float(np.exp(arrays["nll"].mean()))
+    return EvalReference(ref.name, ref.sha256, ref.ids[:n_tokens], keep, **arrays, perplexity=ppl)
 
 
 def retention_point(ref_nll: np.ndarray, nll_sums: np.ndarray, tokens: np.ndarray) -> float:
@@ -386,5 +397,33 @@ def summarize(scores: ChunkScores, ref: EvalReference, upto: int | None = None) 
 
 def measure(runner, ref: EvalReference) -> Quality:
     """Perplexity, KL divergence, top-1 agreement and retention with its interval of a runner
-    on the evaluation text."""
-    return summarize(score_chunks(runner, ref), ref)
+    on the evaluation text. With a cached reference, the result is cached beside it, keyed by
+    the artifact's content (every byte of the runner's model directory), the runtime and its
+    version: a second build of the same export on the same text reuses the measurement."""
+    path = _measurement_path(runner, ref)
+    if path is not None and path.is_file():
+        return Quality(**json.loads(path.read_text()))
+    quality = summarize(score_chunks(runner, ref), ref)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(quality)))
+        tmp.replace(path)
+    return quality
+
+
+def _measurement_path(runner, ref: EvalReference) -> Path | None:
+    model_dir = getattr(runner, "model_dir", None)
+    if ref.cache is None or model_dir is None or not hasattr(runner, "version"):
+        return None
+    folder, key = ref.cache
+    digest = hashlib.sha256(
+        f"{key}|{type(runner).__module__}|{runner.version()}|{RESAMPLES}|{SEED}|{LEVEL}|"
+        f"{','.join(Quality.__dataclass_fields__)}".encode()
+    )
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(model_dir)}:{path.stat().st_size}:".encode())
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 24):
+                digest.update(block)
+    return folder / "measured" / f"{key}-{digest.hexdigest()[:24]}.json"

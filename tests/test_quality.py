@@ -106,10 +106,10 @@ class Logits:
         return self.table[tuple(ids)]
 
 
-def synthetic_reference(n_chunks=3, vocab=50, k=8, seed=0):
+def synthetic_reference(n_chunks=3, vocab=50, k=8, seed=0, size=32):
     rng = np.random.default_rng(seed)
-    ids = rng.integers(0, vocab, size=n_chunks * 32).tolist()
-    parts = chunks(len(ids), 32)
+    ids = rng.integers(0, vocab, size=n_chunks * size).tolist()
+    parts = chunks(len(ids), size)
     table, nll, tops = {}, [], []
     for start, end in parts:
         logits = rng.normal(0, 3, size=(end - start, vocab)).astype(np.float32)
@@ -169,6 +169,54 @@ def test_scores_of_a_noisy_runner_and_their_prefixes():
         float(np.exp(ref.nll[:32].mean())),
     )
     assert q.measure(Logits(noisy), part).to_dict() == first.to_dict()
+
+
+def test_a_smaller_size_is_the_first_chunks_of_a_larger_reference():
+    ref, table = synthetic_reference(n_chunks=5, size=512)
+    small = q.prefix(ref, 1024)
+    assert small.chunks == ref.chunks[:4] and small.scored_tokens == 1024
+    assert small.perplexity == pytest.approx(float(np.exp(ref.nll[:1024].mean())), rel=1e-12)
+    scores = q.score_chunks(Logits(table), ref)
+    assert q.measure(Logits(table), small).to_dict() == q.summarize(scores, ref, 4).to_dict()
+    assert q.prefix(ref, 300).chunks == ref.chunks[:2]  # whole chunks: 300 scored need two
+    assert q.prefix(ref, 10**6).chunks == ref.chunks
+
+
+class Artifact(Logits):
+    """A runner over a model directory, as the kit's runners are."""
+
+    def __init__(self, table, model_dir, version="1.0"):
+        super().__init__(table)
+        self.model_dir, self._version, self.calls = str(model_dir), version, 0
+
+    def version(self):
+        return self._version
+
+    def logits(self, ids):
+        self.calls += 1
+        return super().logits(ids)
+
+
+def test_a_measurement_is_cached_by_the_artifacts_content_and_runtime(tmp_path):
+    ref, table = synthetic_reference()
+    ref.cache = (tmp_path / "refs", "synthetic-ref")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"\x01" * 1000)
+    first = Artifact(table, model)
+    quality = q.measure(first, ref)
+    assert first.calls == 3 and len(list((tmp_path / "refs" / "measured").iterdir())) == 1
+    again = Artifact(table, model)
+    assert q.measure(again, ref) == quality and again.calls == 0
+    assert q.measure(Artifact(table, model, version="1.1"), ref) == quality  # measured anew
+    (model / "weights.bin").write_bytes(b"\x01" * 999 + b"\x02")  # same size, other bytes
+    changed = Artifact(table, model)
+    q.measure(changed, ref)
+    assert changed.calls == 3 and len(list((tmp_path / "refs" / "measured").iterdir())) == 3
+    ref.cache = None  # a reference that is not cached measures every time
+    plain = Artifact(table, model)
+    q.measure(plain, ref)
+    assert plain.calls == 3
 
 
 def test_top_k_kl_is_exact_with_every_token_and_a_lower_bound_with_fewer():
