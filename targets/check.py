@@ -25,21 +25,15 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import manifestkeys as K  # noqa: E402 - the kit's module beside this file
+import manifestkeys as K  # noqa: E402 - the kit's modules beside this file
+from measure import DECODE_TOKENS, PROMPT_TOKENS, CheckError, check_golden, measure  # noqa: E402, F401
 
 MANIFEST = "manifest.json"
-PROMPT_TOKENS = 128
-DECODE_TOKENS = 64
 IGNORED = ("__pycache__",)
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
-
-
-class CheckError(Exception):
-    """A reason to stop with exit code 2."""
 
 
 def sha256_file(path: str) -> str:
@@ -97,107 +91,6 @@ def verify_files(root: str, manifest: dict) -> int:
             raise CheckError(f"file changed: {rel} does not match its sha256")
         total += size
     return total
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def _load(root: str, manifest: dict, threads: int | None):
-    sys.path.insert(0, root)
-    import devicekit
-
-    runtime = manifest[K.RUNTIME]["name"]
-    start = time.perf_counter()
-    try:
-        runner = devicekit.load_runner(runtime, os.path.join(root, "model"), threads=threads)
-    except ImportError as exc:
-        package = manifest[K.RUNTIME]["package"]
-        raise CheckError(
-            f"runtime package missing: {exc}; pip install -r requirements.txt (needs {package})"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any load failure is an ERROR with its reason
-        raise CheckError(f"cannot load the model with {runtime}: {exc}") from None
-    return devicekit, runner, time.perf_counter() - start
-
-
-def measure(root: str, manifest: dict, threads: int | None, repetitions: int) -> dict:
-    """Runs in the measuring child: load, then latency and speed, as the device will run it.
-
-    Every timed generation (the warm-up too) starts from a prompt of PROMPT_TOKENS ids this
-    process has not seen, from an empty KV cache: a runtime that reuses a cached prefix
-    (openvino-genai does) would otherwise report a first token several times too fast."""
-    devicekit, runner, load_s = _load(root, manifest, threads)
-    result = {
-        "load_s": load_s,
-        "runtime_version": runner.version(),
-        "threads": getattr(runner, "threads", threads),
-    }
-    if runner.kind == "encoder":
-        return result | measure_encoder(runner, repetitions)
-    prompts = devicekit.cold_prompts(runner.tokenize, repetitions + 1, PROMPT_TOKENS)
-    runner.generate(prompts[0], 8, stop_at_eos=False)  # warm-up
-    first, decode, processed = [], [], []
-    for prompt in prompts[1:]:
-        gen = runner.generate(prompt, DECODE_TOKENS, stop_at_eos=False)
-        first.append(gen.first_token_s * 1000)
-        decode.append(gen.decode_tokens_per_s)
-        processed.append(gen.prompt_tokens_processed)
-    return result | {
-        "prompt_tokens": PROMPT_TOKENS,
-        "prompt_tokens_processed": processed,
-        "first_token_ms_p50": percentile(first, 0.5),
-        "first_token_ms_p95": percentile(first, 0.95),
-        "decode_tokens_per_s_p50": percentile(decode, 0.5),
-        # the slow tail of speed is its low percentile: 95 % of runs were at least this fast
-        "decode_tokens_per_s_p95": percentile(decode, 0.05),
-    }
-
-
-def check_golden(root: str, manifest: dict, threads: int | None) -> dict:
-    """Runs in the golden child: the build's golden outputs, teacher-forced (devicekit's
-    golden_check: clear steps must keep their argmax, near-ties stay within NEAR_TIE)."""
-    import numpy as np
-
-    devicekit, runner, _ = _load(root, manifest, threads)
-    results = []
-    for golden in manifest[K.GOLDEN]:
-        if runner.kind == "encoder":
-            got = runner.embed([golden["prompt"]])[0]
-            want = np.asarray(golden["embedding"], dtype=np.float32)
-            cos = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want)))
-            results.append({"name": golden["name"], "cosine": cos, "pass": cos >= 0.999})
-            continue
-        ids = runner.tokenize(golden["prompt"])
-        verdict = {"steps": len(golden["tokens"]), "pass": False}
-        if ids == golden["prompt_ids"]:
-            logits = runner.logits(list(golden["prompt_ids"]) + list(golden["tokens"]))
-            verdict = devicekit.golden_check(logits, golden)
-        verdict["tokenized_as_built"] = ids == golden["prompt_ids"]
-        verdict["pass"] = verdict["pass"] and verdict["tokenized_as_built"]
-        results.append({"name": golden["name"], **verdict})
-    return {"golden": results}
-
-
-def measure_encoder(runner, repetitions: int) -> dict:
-    sentence = " ".join(["edge"] * (PROMPT_TOKENS - 2))
-    runner.embed([sentence])
-    times = []
-    for _ in range(repetitions):
-        start = time.perf_counter()
-        runner.embed([sentence])
-        times.append((time.perf_counter() - start) * 1000)
-    return {
-        "first_token_ms_p50": percentile(times, 0.5),
-        "first_token_ms_p95": percentile(times, 0.95),
-        "decode_tokens_per_s_p50": None,
-        "decode_tokens_per_s_p95": None,
-    }
 
 
 def run_child(mode: str, threads: int | None, repetitions: int) -> tuple[dict, int]:
