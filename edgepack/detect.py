@@ -8,20 +8,19 @@ they are tested on excerpts of other machines; no heavy backend is imported here
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import platform
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .detect_gpu import Gpu, detect_gpu, gpu_figures, parse_nvidia_smi  # noqa: F401
 from .errors import ProfileError
 from .profiles import Profile, parse_profile
 
@@ -29,7 +28,6 @@ GB = 1e9  # the planner's unit: budgets and sizes in 10^9 bytes
 MiB = 2**20
 PROBE_BYTES = 256 * MiB  # more than the last-level cache of the CPUs edgepack targets
 PROBE_REPETITIONS, PROBE_SECONDS = 5, 0.15  # at least 5 reads, and on for 0.15 s: best of them
-NVIDIA_SMI_TIMEOUT_S = 10
 DISK_SHARE, DISK_CAP_GB = 0.5, 100.0
 MEMORY_SHARE, VRAM_SHARE = 0.75, 0.9
 
@@ -53,25 +51,6 @@ ARM_PARTS = {
     (0x4E, 0x004): "NVIDIA Carmel", (0xC0, 0xAC3): "Ampere-1", (0xC0, 0xAC4): "Ampere-1a",
     (0x46, 0x001): "A64FX",
 }  # fmt: skip
-# Known NVIDIA GPUs by name (upper case): data-sheet memory bandwidth (GB/s) and dense tensor
-# throughput (fp16 TFLOPS, int8 TOPS; the sheets' headline figures double these with sparsity).
-# The first match wins, so variants come before the plain name.
-KNOWN_GPUS = (
-    (r"H200.*NVL", 4800, 835, 1670, "H200 NVL data sheet"),
-    (r"H200", 4800, 989, 1979, "H200 SXM data sheet"),
-    (r"H100.*PCIE", 2000, 756, 1513, "H100 PCIe data sheet"),
-    (r"H100.*NVL", 3900, 835, 1670, "H100 NVL data sheet"),
-    (r"H100", 3350, 989, 1979, "H100 SXM data sheet"),
-    (r"A100.*(80GB.*PCIE|PCIE.*80GB)", 1935, 312, 624, "A100 80GB PCIe data sheet"),
-    (r"A100.*80GB", 2039, 312, 624, "A100 80GB SXM data sheet"),
-    (r"A100", 1555, 312, 624, "A100 40GB data sheet"),
-    (r"\bA10\b", 600, 125, 250, "A10 data sheet"),
-    (r"\bL4\b", 300, 121, 242, "L4 data sheet"),
-    (r"\bT4\b", 320, 65, 130, "T4 data sheet"),
-)
-# An NVIDIA GPU not in the table: figures at the low end of CUDA GPUs with tensor cores
-# (a GTX 1650 reads 128 GB/s, an RTX 3060 360 GB/s) so the plan is never optimistic.
-UNKNOWN_GPU = (200, 20, 40)
 
 
 @dataclass(frozen=True)
@@ -91,14 +70,6 @@ class Bandwidth:
     bytes: int
     repetitions: int
     seconds: float  # the whole probe, allocation included
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    vram_bytes: int
-    source: str  # NVML | nvidia-smi
-    count: int  # NVIDIA GPUs found; the profile describes the first
 
 
 @dataclass(frozen=True)
@@ -186,25 +157,6 @@ def cpu_clock(model: str, processors: list[dict[str, str]], sysfs: dict[str, str
     return 2.0, "the OS reports no clock; 2.0 GHz is a conservative guess"
 
 
-def parse_nvidia_smi(text: str) -> list[tuple[str, int]]:
-    """`nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits` -> (name, bytes)."""
-    gpus = []
-    for line in text.splitlines():
-        name, sep, mib = line.rpartition(",")
-        if sep and mib.strip().isdigit() and name.strip():
-            gpus.append((name.strip(), int(mib.strip()) * MiB))
-    return gpus
-
-
-def gpu_figures(name: str) -> tuple[float, float, float, bool, str]:
-    """(GB/s, fp16 TFLOPS, int8 TOPS, int8 tensor cores known, source) for a GPU name."""
-    upper = name.upper()
-    for pattern, bandwidth, fp16, int8, source in KNOWN_GPUS:
-        if re.search(pattern, upper):
-            return bandwidth, fp16, int8, True, source
-    return (*UNKNOWN_GPU, False, "not in edgepack's table of known GPUs: a conservative value")
-
-
 # ---- the machine -------------------------------------------------------------------------
 
 
@@ -276,50 +228,6 @@ def probe_bandwidth(threads: int, size: int = PROBE_BYTES, repetitions: int = PR
     seconds = round(time.perf_counter() - started, 3)
     gbs = [round(data.nbytes / t / GB, 1) for t in (many, one)]
     return Bandwidth(*gbs, threads, int(data.nbytes), repetitions, seconds)
-
-
-def _nvml() -> tuple[Gpu | None, str]:
-    try:
-        import pynvml
-    except ImportError:
-        return None, "pynvml is not installed"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - NVMLError of every kind: no driver, no library
-        return None, f"NVML did not start ({exc})"
-    try:
-        if not (count := pynvml.nvmlDeviceGetCount()):
-            return None, "NVML found no GPU"
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        name = pynvml.nvmlDeviceGetName(handle)
-        name = name.decode() if isinstance(name, bytes) else name
-        total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-        return Gpu(name, total, "NVML", count), "found through NVML"
-    except Exception as exc:  # noqa: BLE001
-        return None, f"NVML failed ({exc})"
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def detect_gpu() -> tuple[Gpu | None, str]:
-    """The first NVIDIA GPU through NVML (where pynvml is installed), else nvidia-smi."""
-    gpu, nvml = _nvml()
-    if gpu is not None:
-        return gpu, nvml
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None, f"no NVIDIA GPU: {nvml}, and nvidia-smi is not installed"
-    try:
-        query = [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
-        result = subprocess.run(query, capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"no NVIDIA GPU: {nvml}, and nvidia-smi did not answer ({type(exc).__name__})"
-    gpus = parse_nvidia_smi(result.stdout) if result.returncode == 0 else []
-    if not gpus:
-        return None, f"no NVIDIA GPU: {nvml}, and nvidia-smi listed none (exit {result.returncode})"
-    name, total = gpus[0]
-    return Gpu(name, total, "nvidia-smi", len(gpus)), "found through nvidia-smi"
 
 
 def detect(out_dir: Path, progress: Callable[[str], None] = lambda msg: None) -> Machine:

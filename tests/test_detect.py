@@ -389,7 +389,7 @@ SMI_CASES = [
 @pytest.mark.parametrize("label,body,name,note", SMI_CASES, ids=[c[0] for c in SMI_CASES])
 def test_gpu_through_nvidia_smi(tmp_path, monkeypatch, label, body, name, note):
     """A stand-in nvidia-smi on PATH: the edge no machine here reaches (an NVIDIA driver)."""
-    from edgepack import detect
+    from edgepack import detect_gpu as detect
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text(SMI.format(body=body))
