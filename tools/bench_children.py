@@ -3,17 +3,14 @@
     python tools/bench_children.py SPEC.json
 
 SPEC holds "variant" and what it needs (bundle, model_dir, prompts, tokens, repetitions, threads,
-eval text). Every speed variant loads its model, runs one warm-up generation on prompts[0], then
-`repetitions` greedy generations of exactly `tokens` new tokens, repetition i on prompts[i]:
-cold prompts, pairwise different from their first token on, so no runtime finds a prefix of an
-earlier run to reuse (openvino-genai reuses the KV cache of a repeated prefix; the raw llama.cpp
-context is also reset before each run). It reports the load time, the first-token latency
-(prompt processing up to the first new token), the decode speed (the tokens after the first /
-their time) and, where the runtime says so, the prompt tokens it processed (openvino-genai's
-perf_metrics.get_num_input_tokens(), llama.cpp's perf counter n_p_eval, the kit's Generation),
-and the threads it ran with as the runtime reports them. `threads` 0 leaves each runtime its own
-default (llama-cpp-python: half the cores). The parent reads the process's peak RSS from the
-operating system when it exits.
+eval text). A speed variant loads its model, generates greedily from prompts[0] (the warm-up),
+then `tokens` new tokens from each of prompts[1:], one repetition each: cold prompts (see
+tools/bench.py), and the raw llama.cpp context is reset before every run. Per repetition: the
+first-token latency (prompt processing up to the first new token), decode speed (the tokens after
+the first / their time) and the prompt tokens processed where the runtime says (openvino-genai's
+get_num_input_tokens, llama.cpp's n_p_eval, the kit's Generation); and the load time and the
+threads as the runtime reports them. threads 0 leaves each runtime its own default. The parent
+reads each process's peak RSS from the operating system when it exits.
 
 Variants:
   transformers   the source model, transformers fp32 eager `generate` (greedy)
@@ -22,11 +19,10 @@ Variants:
   genai          openvino-genai `LLMPipeline.generate` on model/ (f32 precision hint)
   optimum_ort    optimum `ORTModelForCausalLM.generate` on model/model.onnx
   runner         the bundle's own kit: devicekit.load_runner(...).generate, as check.py runs it
+  check          the bundle's own check.py --json, as a device runs it (its own figures)
+  calibrate      the planner's prior, the manifest's and edgepack.calibrate's device prediction
   reference      the fp32 PyTorch reference on the evaluation text (edgepack.quality, cached)
   quality        perplexity / KL / top-1 of the bundle's runner on the evaluation text
-  check          the bundle's own check.py --json, as a device runs it (its own figures)
-  calibrate      before and after calibration: the planner's prior, the manifest's device
-                 prediction, edgepack.calibrate's from a check's figures, and those figures
 """
 
 from __future__ import annotations
@@ -325,7 +321,7 @@ def check_variant(spec: dict) -> dict:
     if proc.returncode not in (0, 1) or "decode_tokens_per_s_p50" not in m:
         why = report.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"check.py exited {proc.returncode}: {why}")
-    shown = " ".join(["check.py", *cmd[3:]])
+    shown = " ".join(["check.py", *cmd[2:]])
     return {
         "api": f"{shown} ({report['runtime']} {m.get('runtime_version')}): {report['verdict']}",
         "decode_tokens_per_s_p50": m["decode_tokens_per_s_p50"],
