@@ -2,14 +2,16 @@
 
     .venv/bin/python tools/eval_curve.py [--model DIR] [--candidates FMT:PREC,...]
         [--sizes N,N,...] [--eval-data FILE] [--kl-check CHUNKS] [--json FILE]
+    .venv/bin/python tools/eval_curve.py --from FILE     # the tables of a saved --json run
 
 Each candidate is exported (or taken from edgepack's export cache, $EDGEPACK_CACHE), loaded
 through the on-device runner (edgepack.kit.load_runner, what bundles run) and scored once on
 the largest size; the figures at each smaller size are those of the first chunks, which is what
 a measurement at that size would see (chunks are evaluated from an empty context, in order).
 For every size: retention, its 95 % bootstrap interval, and the seconds the candidate took
-(runner forward passes and scoring). The suggested default is the smallest size from which on
-every candidate's retention stays within --tolerance (0.005) of its value at the largest size.
+(runner forward passes and scoring). Then two sizes: the smallest from which on every
+candidate's retention stays within --tolerance (0.005) of its value at the largest size, and
+the smallest from which on every candidate's 95 % interval holds that value.
 
 --kl-check N compares, on the first N chunks, the exact KL divergence (from the fp32
 reference's full distribution) with the top-k approximation edgepack stores, for several k.
@@ -91,14 +93,27 @@ def kl_check(runner, ref, full: list) -> dict:
     }
 
 
-def default_size(results: dict, sizes: list[int], tolerance: float) -> int | None:
+def stable_size(curves: dict, sizes: list[int], tolerance: float) -> int | None:
     """The smallest size from which on every candidate stays within tolerance of its value at
-    the largest size."""
-    for i, size in enumerate(sizes):
+    the largest size (None: only the largest itself)."""
+    for i, size in enumerate(sizes[:-1]):
         if all(
             abs(row["retention"] - rows[-1]["retention"]) <= tolerance
-            for rows in results.values()
+            for rows in curves.values()
             for row in rows[i:]
+        ):
+            return size
+    return None
+
+
+def covered_size(curves: dict, sizes: list[int]) -> int | None:
+    """The smallest size from which on every candidate's 95 % interval holds its retention at
+    the largest size: where the interval the gate reads is honest about that value."""
+    for i, size in enumerate(sizes[:-1]):
+        if all(
+            row["retention_low"] <= rows[-1]["retention"] <= row["retention_high"]
+            for rows in curves.values()
+            for row in rows[i:-1]
         ):
             return size
     return None
@@ -119,6 +134,24 @@ def table(label: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(doc: dict, tolerance: float) -> None:
+    """The two sizes the curve suggests, and the KL check."""
+    sizes, curves = doc["sizes"], doc["curves"]
+    stable, covered = stable_size(curves, sizes, tolerance), covered_size(curves, sizes)
+    largest = sizes[-1]
+    print(
+        f"within +-{tolerance} of the retention at {largest} from: "
+        f"{stable or 'no smaller size'}; interval holding the retention at {largest} from: "
+        f"{covered or 'no smaller size'}"
+    )
+    for label, c in doc.get("kl_check", {}).items():
+        errors = ", ".join(
+            f"k={k}: {v['rel_error']:+.2%} (tail {v['tail_mass']:.3f})"
+            for k, v in c["by_k"].items()
+        )
+        print(f"KL {label}: exact {c['kl_exact']:.4f} on {c['tokens']} tokens; top-k {errors}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
@@ -128,7 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.005)
     parser.add_argument("--kl-check", type=int, default=0, metavar="CHUNKS")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures")
+    parser.add_argument(
+        "--from",
+        dest="saved",
+        type=Path,
+        metavar="FILE",
+        help="print the tables of a --json file instead of measuring",
+    )
     args = parser.parse_args(argv)
+    if args.saved:
+        doc = json.loads(args.saved.read_text())
+        for label, rows in doc["curves"].items():
+            print(table(label, rows), "\n")
+        summary(doc, args.tolerance)
+        return 0
     sizes = sorted(int(s) for s in args.sizes.split(","))
     picks = [tuple(c.split(":")) for c in args.candidates.split(",")]
 
@@ -155,23 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{label}: scoring {len(ref.chunks)} chunks")
         results[label] = curve(runner, ref, sizes)
         print(table(label, results[label]), "\n", flush=True)
+        if args.json:  # what is measured so far survives an interruption
+            args.json.write_text(json.dumps({"sizes": sizes, "curves": results}, indent=2))
         if full:
             checks[label] = kl_check(runner, ref, full)
         del runner
-    chosen = default_size(results, sizes, args.tolerance)
-    print(
-        f"default: {chosen} scored tokens (every candidate within +-{args.tolerance} of its "
-        f"retention at {sizes[-1]} from there on)"
-    )
-    for label, c in checks.items():
-        errors = ", ".join(
-            f"k={k}: {v['rel_error']:+.2%} (tail {v['tail_mass']:.3f})"
-            for k, v in c["by_k"].items()
-        )
-        print(f"KL {label}: exact {c['kl_exact']:.4f} on {c['tokens']} tokens; top-k {errors}")
+    doc = {"eval_text": name, "sizes": sizes, "curves": results, "kl_check": checks}
     if args.json:
-        doc = {"eval_text": name, "sizes": sizes, "default": chosen, "curves": results}
-        args.json.write_text(json.dumps(doc | {"kl_check": checks}, indent=2) + "\n")
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    summary(doc, args.tolerance)
     return 0
 
 
