@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from .formats.registry import FORMATS, KQUANT_FALLBACK_BPW, RUNTIMES, Format, Precision
+from .formats.registry import FORMATS, RUNTIMES, Format, Precision
+from .memory import kv_bytes_per_token, resident, stored_weights
 from .model import ModelFacts
 from .profiles import Profile
 from .ranking import rank_key
@@ -29,7 +30,6 @@ GPU_COMPUTE_EFFICIENCY = 0.3
 # synchronisation per token. llama.cpp decoded the default model (30 layers) at 507 tok/s on an
 # H100 (FACTS.md), 1.97 ms a token where reading its weights takes 0.05 ms: ~64 us per layer.
 GPU_LAYER_OVERHEAD_S = 64e-6
-CUDA_HOST_BYTES = 800_000_000  # host RSS of the CUDA libraries a GPU runtime loads
 
 # Peak ops per cycle per core of each ISA feature: (float path, int8 path).
 ISA_OPS_PER_CYCLE = {
@@ -63,7 +63,9 @@ class Prediction:
     first_token_ms: float
     quality: float  # retention vs the fp32 reference: reference ppl / candidate ppl
     parameters: int
-    arithmetic: str  # the memory sum, spelled out
+    arithmetic: str  # the memory sum, spelled out (edgepack.memory)
+    weights_held_bytes: int = 0  # the weights as the runtime holds them (memory.resident)
+    buffers_bytes: int = 0  # compute buffers, arenas, output buffers
     # the speed model's inputs, so that a measurement can calibrate it (edgepack.calibrate)
     decode_bytes_per_token: int = 0  # weights + KV cache read for each decoded token
     prefill_ops: float = 0.0  # multiply-adds x 2 of a PROMPT_TOKENS prompt
@@ -290,47 +292,19 @@ def predict(
     CPU, instead of the priors."""
     runtime = RUNTIMES[fmt.runtime]
     kept = layers or facts.num_layers
-    layer_params = facts.layer_parameters * kept / facts.num_layers
-    block_bpw = precision.block_bpw
-    if precision.kquant and facts.hidden_size % 256:
-        block_bpw = max(block_bpw, KQUANT_FALLBACK_BPW[precision.name])
-    if facts.tie_word_embeddings:
-        table_bits = facts.embedding_parameters * precision.tied_bpw
-        head_bits = table_bits  # the tied head reads the whole shared matrix every token
-    else:
-        head_bits = facts.head_parameters * precision.head_bpw
-        table_bits = facts.embedding_parameters * precision.embed_bpw + head_bits
-    block_bytes = layer_params * block_bpw / 8
-    other_bytes = facts.other_parameters * 4  # norms, biases, positions: kept in fp32
-    weights = int(block_bytes + table_bits / 8 + other_bytes)
+    stored = stored_weights(facts, precision, layers)
+    layer_params = stored.layer_parameters
+    block_bytes = stored.blocks
+    head_bits = stored.head_read * 8  # the tied head reads the whole shared matrix every token
+    weights = stored.total
     parameters = int(
         layer_params + facts.embedding_parameters + facts.head_parameters + facts.other_parameters
     )
-
     kv_elem = runtime.kv_bytes_gpu if on_gpu else runtime.kv_bytes_cpu
-    kv_per_token = 0
-    if facts.kind == "decoder":
-        kv_per_token = 2 * kept * facts.num_key_value_heads * facts.head_dim * kv_elem
-    kv = kv_per_token * profile.budget.context_tokens
-
-    if on_gpu:
-        overhead = runtime.gpu_overhead_bytes
-        memory = weights + kv + overhead
-        host = runtime.overhead_bytes + CUDA_HOST_BYTES
-        arithmetic = (
-            f"{memory / GB:.2f} GB = weights {weights / GB:.2f} + KV cache {kv / GB:.2f} "
-            f"({profile.budget.context_tokens} tokens) + CUDA runtime {overhead / GB:.2f}"
-        )
-    else:
-        overhead = runtime.overhead_bytes
-        resident = int(weights * runtime.weight_factor)
-        memory = resident + kv + overhead
-        host = memory
-        copies = f" x{runtime.weight_factor:g}" if runtime.weight_factor != 1 else ""
-        arithmetic = (
-            f"{memory / GB:.2f} GB = weights {weights / GB:.2f}{copies} + KV cache {kv / GB:.2f} "
-            f"({profile.budget.context_tokens} tokens) + runtime {overhead / GB:.2f}"
-        )
+    kv_per_token = kv_bytes_per_token(facts, layers, kv_elem)
+    held = resident(
+        facts, precision, layers, runtime, "gpu" if on_gpu else "cpu", profile.budget.context_tokens
+    )
 
     hw = profile.hardware
     gpu = profile.gpu
@@ -362,17 +336,19 @@ def predict(
     quality = 1.0 / ((1 + quant_loss) * (1 + student_loss))
 
     return Prediction(
-        memory_bytes=int(memory),
-        host_memory_bytes=int(host),
+        memory_bytes=held.total_bytes,
+        host_memory_bytes=held.host_bytes,
         weights_bytes=weights,
-        kv_cache_bytes=int(kv),
-        overhead_bytes=int(overhead),
+        kv_cache_bytes=held.kv_cache_bytes,
+        overhead_bytes=held.overhead_bytes,
         disk_bytes=int(weights * 1.01 + 5_000_000),  # + tokenizer and metadata files
         decode_tokens_per_s=round(decode, 2) if decode is not None else None,
         first_token_ms=round(prefill_s * 1000, 1),
         quality=round(quality, 4),
         parameters=parameters,
-        arithmetic=arithmetic,
+        arithmetic=held.arithmetic,
+        weights_held_bytes=held.weights_held_bytes,
+        buffers_bytes=held.buffers_bytes,
         decode_bytes_per_token=int(read_per_token),
         prefill_ops=2 * active * PROMPT_TOKENS,
         bandwidth_efficiency=bw_eff,

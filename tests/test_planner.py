@@ -22,13 +22,31 @@ def undistilled(p):
     return [c for c in p.candidates if c.student_layers is None]
 
 
-def test_llama2_7b_on_edge_needs_a_distilled_4bit_student():
+def test_llama2_7b_on_edge_needs_a_distilled_student():
     p = plan(facts("llama-2-7b"), load_profile("edge-4gb"))
     assert not any(c.feasible for c in undistilled(p)), "a 28 GB fp32 model cannot fit 4 GB"
     for c in undistilled(p):
         assert "memory" in c.violations
+    # even half its depth misses 3 GB: llama.cpp holds q4 weights twice (the mapped file and its
+    # repacked copy), and 16 layers of MHA KV cache take 0.54 GB at 2048 tokens; the plan names
+    # the student that fits
+    q4 = next(
+        c
+        for c in p.candidates
+        if (c.format, c.precision, c.student_layers) == ("gguf", "q4_k_m", 16)
+    )
+    assert "memory" in q4.violations
+    assert "stored x1.7" in q4.reasons[0] and "KV cache 0.54 (2048 tokens)" in q4.reasons[0]
+    assert p.chosen is None
+    assert p.needs["student_layers"] is not None and 8 < p.needs["student_layers"] < 16
+    assert p.needs["candidate"]["student_layers"] == 16
+
+
+def test_mistral_7b_on_edge_takes_a_distilled_low_bit_student():
+    # GQA (8 KV heads) keeps the KV cache a quarter of Llama-2's: a half-depth student fits
+    p = plan(facts("mistral-7b"), load_profile("edge-4gb"))
     assert p.chosen.student_layers is not None and p.chosen.student_layers < 32
-    assert p.chosen.bits == 4
+    assert p.chosen.bits <= 5
     assert p.chosen.predicted.memory_bytes <= 3.0 * GB
 
 
@@ -60,7 +78,6 @@ def test_llama2_7b_on_t4_shows_fp16_plus_kv_arithmetic():
 
 TABLE = [
     # model, target, student expected, allowed bits of the choice
-    ("llama-2-7b", "edge-4gb", True, {4}),
     ("llama-2-7b", "xeon", False, {5, 6, 8, 16, 32}),
     ("llama-2-7b", "t4", False, {4, 5, 6, 8}),
     ("mistral-7b", "edge-4gb", True, {4, 5}),
@@ -92,7 +109,8 @@ def test_every_rejection_has_a_reason_and_ranks_are_ordered(model, target):
     p = plan(facts(model), load_profile(target))
     ranks = [c.rank for c in p.candidates if c.feasible]
     assert ranks == list(range(1, len(ranks) + 1))
-    assert p.chosen == p.candidates[0]
+    assert p.chosen == (p.candidates[0] if ranks else None)
+    assert (p.needs is None) == bool(ranks)
     for c in p.candidates:
         assert c.reasons
         assert c.feasible == (not c.violations)
@@ -162,10 +180,10 @@ def test_a_tighter_memory_budget_changes_the_choice(tmp_path):
 
 def test_an_impossible_budget_says_what_would_fit(tmp_path):
     model = facts("smollm2-135m")
-    p = plan(model, load_profile(str(_tight(tmp_path, 0.2))))
+    p = plan(model, load_profile(str(_tight(tmp_path, 0.19))))
     assert p.chosen is None
     needs = p.needs
-    assert needs["memory_gb"] > 0.2
+    assert needs["memory_gb"] > 0.19
     assert needs["message"].startswith("nothing fits tight: it would need memory_gb >= ")
     assert needs["student_layers"] and needs["student_layers"] < 30
     # raising the budget to what it names makes a plan

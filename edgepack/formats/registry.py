@@ -36,18 +36,23 @@ class Precision:
     # "required" (always data-aware; the built-in text when none is given). edgepack.calibration
     calibration: str = "none"
     mixed: str | None = None  # a 4-bit row's mixed-precision fallback: the name of that row
+    # bits per block weight in a type llama.cpp's CPU backend repacks into an interleaved copy
+    # beside the mapped file (q4_0 and q4_K: its CPU_REPACK buffer, edgepack.memory)
+    cpu_repacked_bpw: float = 0.0
 
 
 @dataclass(frozen=True)
 class Runtime:
     name: str
     package: str  # what the device installs
-    overhead_bytes: int  # interpreter + runtime + buffers, prior until measured
-    weight_factor: float  # resident copies of the weights (ONNX Runtime pre-packs GEMM weights)
-    kv_bytes_cpu: int  # bytes per KV-cache element on the CPU
-    kv_bytes_gpu: int
+    # peak RSS of a process that has imported what the kit's measuring process imports (numpy,
+    # the kit, the runtime), before any model or tokenizer (edgepack.memory)
+    overhead_bytes: int
+    kv_bytes_cpu: float  # bytes per KV-cache element on the CPU (with its scales)
+    kv_bytes_gpu: float
     bandwidth_efficiency: float  # share of memory bandwidth reached while decoding
     gpu_overhead_bytes: int = 0  # CUDA context and workspace in VRAM
+    kv_preallocated: bool = False  # the whole context's KV cache is allocated at load
 
 
 @dataclass(frozen=True)
@@ -66,18 +71,22 @@ class Format:
 
 MB = 1_000_000
 
-# ONNX Runtime holds more than the file: fp32 GEMM weights are pre-packed, and a tied embedding
-# is kept twice (the Gather's table and the head's transposed copy). Measured on the default
-# model: peak RSS 1129 MB for a 543 MB fp32 model, 428 MB for int8 (233 MB), 352 MB for int4.
+# Overheads: peak RSS of a fresh process that imports what the kit's measuring process imports
+# (numpy, the kit, the runtime), before any model or tokenizer: llama.cpp with its backend
+# initialised 43 MB; OpenVINO with a Core and openvino-genai's Tokenizer (which compiles the
+# tokenizer models, loading the CPU plugin) 116 MB; ONNX Runtime 53 MB (tools/memory_bench.py
+# measures them again beside its table). KV elements: llama.cpp f16 K and V, its whole n_ctx
+# allocated and cleared at load; OpenVINO's CPU plugin reports KV_CACHE_PRECISION u8 (x86) with
+# an f32 scale and zero point per head and token (64 elements): 1.125 bytes; ONNX Runtime fp32.
 # Decode efficiencies come from FACTS.md's measurements on a 2-core x86 host (numpy read
 # bandwidth 15.6 GB/s): llama.cpp q8_0 reached ~13 GB/s (0.8), OpenVINO GenAI int8 ~11 GB/s
-# (0.7), ONNX Runtime ~0.6. Overheads are priors, replaced by what bundles measure.
+# (0.7), ONNX Runtime ~0.6.
 RUNTIMES = {
     r.name: r
     for r in (
-        Runtime("llama.cpp", "llama-cpp-python", 120 * MB, 1.0, 2, 2, 0.8, 500 * MB),
-        Runtime("openvino", "openvino-genai", 250 * MB, 1.0, 2, 2, 0.7),
-        Runtime("onnxruntime", "onnxruntime", 150 * MB, 1.6, 4, 2, 0.6, 500 * MB),
+        Runtime("llama.cpp", "llama-cpp-python", 43 * MB, 2, 2, 0.8, 500 * MB, True),
+        Runtime("openvino", "openvino-genai", 116 * MB, 1.125, 2, 0.7),
+        Runtime("onnxruntime", "onnxruntime", 53 * MB, 4, 2, 0.6, 500 * MB),
     )
 }
 
@@ -106,6 +115,9 @@ _Q6K, _Q5K, _Q4K = 6.5625, 5.5, 4.5
 _CAL = {"calibration": "optional"}  # data-aware when a calibration text is given
 _KQ = {"kquant": True, **_CAL}
 _MIX, _OVMIX = "q4_k_m_mixed", "int4_mixed"  # the mixed-precision rows
+# q4_k_m keeps ~85 % of a LLaMA block's weights in q4_K (attn_v and ffn_down get q6_K in half
+# the layers): the share llama.cpp's CPU backend repacks
+_Q4K_REPACKED = 0.85 * _Q4K
 
 FORMATS = {
     f.name: f
@@ -120,15 +132,20 @@ FORMATS = {
                 Precision("q6_k", None, 6, _Q6K, _Q6K, _Q6K, _Q6K, 0.0007, CPU_GPU, **_KQ),
                 Precision("q5_k_m", None, 5, 5.7, _Q5K, _Q6K, _Q6K, 0.0024, CPU_GPU, **_KQ),
                 Precision(
-                    "q4_k_m", "int4", 4, 4.9, _Q4K, _Q6K, _Q6K, 0.009, CPU_GPU, **_KQ, mixed=_MIX
+                    "q4_k_m", "int4", 4, 4.9, _Q4K, _Q6K, _Q6K, 0.009, CPU_GPU, **_KQ, mixed=_MIX,
+                    cpu_repacked_bpw=_Q4K_REPACKED,
                 ),
                 # q4_k_m is llama.cpp's own mix of types: the mixed fallback of q4_0
                 Precision(
-                    "q4_0", None, 4, 4.5, 4.5, _Q6K, _Q6K, 0.037, CPU_GPU, **_CAL, mixed="q4_k_m"
+                    "q4_0", None, 4, 4.5, 4.5, _Q6K, _Q6K, 0.037, CPU_GPU, **_CAL, mixed="q4_k_m",
+                    cpu_repacked_bpw=4.5,
                 ),
                 # q4_k_m with the first and the last block, the embedding and the head at q8_0.
                 # Default model: 107.8 MB vs 105.5, retention 0.964 vs 0.952 (data-free)
-                Precision(_MIX, None, 4, 5.15, 8.5, 8.5, 8.5, 0.007, CPU_GPU, **_KQ),
+                Precision(
+                    _MIX, None, 4, 5.15, 8.5, 8.5, 8.5, 0.007, CPU_GPU, **_KQ,
+                    cpu_repacked_bpw=_Q4K_REPACKED * 28 / 30,
+                ),
             ),
         ),
         Format(
@@ -183,6 +200,9 @@ FORMATS = {
 
 # measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw)
 KQUANT_FALLBACK_BPW = {"q6_k": 8.5, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
+# ... where only ffn_down (1536 columns) stays q4_K, in 16 of 30 layers: llama.cpp's CPU_REPACK
+# buffer held 7.59 MiB of the default model's q4_k_m (106.0M block weights: 0.6 bpw)
+KQUANT_FALLBACK_REPACKED_BPW = {"q4_k_m": 0.6, "q4_k_m_mixed": 0.6 * 14 / 16}
 
 
 def formats_for(model_type: str) -> list[str]:

@@ -1,0 +1,283 @@
+"""Resident memory of a model as its runtime executes it. Pure: no I/O, no backend imports.
+
+resident(facts, precision, layers, runtime, device, context_tokens) is the peak resident memory
+of the process that runs the model, as the sum of
+- weights held: the weights in the form the runtime keeps them at its peak (per runtime below:
+  llama.cpp's populated mmap and repacked copies, OpenVINO's mapped file beside the compiled
+  weights at the execution precision, ONNX Runtime's pre-packed GEMM weights);
+- KV cache: 2 x layers x KV heads x head dim x the runtime's element bytes x the tokens it holds
+  (llama.cpp preallocates its whole context; openvino-genai and ONNX Runtime grow it);
+- buffers: compute buffers, arenas, output buffers, the runtime's tokenizer tables;
+- overhead: what the process holds before it loads a model: the interpreter, numpy, the
+  runtime's shared libraries (Runtime.overhead_bytes) and the tokenizer's tables.
+
+Every constant says how it was measured. Host figures are peak RSS on the 2-core x86_64 (AVX2)
+build host, Python 3.11, the pinned runtimes of constraints.txt, the default model
+(SmolLM2-135M-Instruct: 30 layers, hidden 576, 9 heads / 3 KV heads, vocabulary 49,152, tied
+embeddings). `tools/memory_bench.py` prints the prediction against check.py's measurement for
+every registry row, and README.md "Memory model" holds its table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .formats.registry import KQUANT_FALLBACK_BPW, KQUANT_FALLBACK_REPACKED_BPW, Precision, Runtime
+from .model import ModelFacts
+
+GB = 1e9
+MB = 1e6
+F32 = 4
+PROMPT_TOKENS = 128  # the prompt the compute buffers are sized for (check.py's timed prompt)
+CUDA_HOST_BYTES = 800_000_000  # host RSS of the CUDA libraries a GPU runtime loads
+# what llama.cpp's quantizer writes for a k-quant matrix whose rows are not 256 wide: Q6_K ->
+# q8_0, Q5_K -> q5_1, Q4_K -> q5_0 (bits per weight with their scales)
+KQUANT_TABLE_FALLBACK_BPW = {6.5625: 8.5, 5.5: 6.0, 4.5: 5.5}
+
+# Tokenizer tables per vocabulary entry (`tools/memory_bench.py` measures both next to its
+# table). llama.cpp's own (vocabulary, merges, piece cache): loading the default model's GGUF
+# with vocab_only=True (llama_model_load_from_file) added 17.6 MB for 49,152 tokens and 48,900
+# merges. The kit's HFTokenizer (the `tokenizers` package on tokenizer.json, which the OpenVINO
+# and ONNX Runtime runners load): 36 MB for the same vocabulary.
+TOKENIZER_BYTES_PER_TOKEN = {"llama.cpp": 358, "openvino": 730, "onnxruntime": 730}
+# llama.cpp's context beyond its KV cache and compute graph (model and context structs, the
+# backend scheduler, OpenMP threads): fitted as the remainder of the gguf rows of
+# tools/memory_bench.py (f16: 392 MB measured = 44 overhead + 18 tokenizer tables + 271 file +
+# 47 KV + 6 activations + this).
+LLAMACPP_CONTEXT_BYTES = 6 * MB
+# The compiled OpenVINO model and openvino-genai's pipeline beyond the weights (graph, plugin
+# node objects, the kit's own read_model of the IR for logits()) per transformer layer: the
+# Runner's read_model of the default model's IR (2.5 MB of XML, 30 layers) raised RSS by 15 MB;
+# fitted with the rest on the openvino rows of tools/memory_bench.py.
+OPENVINO_GRAPH_BYTES_PER_LAYER = 1.0 * MB
+# ONNX Runtime's session beyond its weights (graph, kernels, allocation plans): a session of the
+# default model's int8 export held 233 MB after creation for 233 MB of packed weights + head.
+ONNXRUNTIME_SESSION_BYTES = 15 * MB
+# ONNX Runtime packs MatMulNBits weights with their scales and zero points into MLAS's layout:
+# a session of the int8 export without graph optimizations held 127 MB more with pre-packing
+# than with session.disable_prepacking (108 MB of 8-bit block weights + scales).
+ONNXRUNTIME_NBITS_PACK_FACTOR = 1.18
+# The KV cache a ONNX Runtime decode step keeps alive: the past it was fed (numpy), the present
+# in the arena and the present returned as numpy.
+ONNXRUNTIME_KV_COPIES = 3
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    """The weights as the artifact stores them, in bytes."""
+
+    layer_parameters: float  # parameters of the transformer blocks kept
+    blocks: float  # the blocks' linear weights
+    embedding: float  # the token embedding (the one shared matrix when tied)
+    head: float  # the untied output head (0 when tied)
+    other: float  # norms, biases, positions: fp32
+    tied: bool
+
+    @property
+    def total(self) -> int:
+        return int(self.blocks + self.embedding + self.head + self.other)
+
+    @property
+    def head_read(self) -> float:
+        """The matrix the output head reads for every token."""
+        return self.embedding if self.tied else self.head
+
+
+def stored_weights(facts: ModelFacts, precision: Precision, layers: int | None) -> StoredWeights:
+    kept = layers or facts.num_layers
+    layer_params = facts.layer_parameters * kept / facts.num_layers
+    tied = facts.tie_word_embeddings
+    embed_bpw = table_bpw(facts, precision, precision.tied_bpw if tied else precision.embed_bpw)
+    return StoredWeights(
+        layer_parameters=layer_params,
+        blocks=layer_params * block_bpw(facts, precision) / 8,
+        embedding=facts.embedding_parameters * embed_bpw / 8,
+        head=0.0
+        if tied
+        else facts.head_parameters * table_bpw(facts, precision, precision.head_bpw) / 8,
+        other=facts.other_parameters * F32,
+        tied=tied,
+    )
+
+
+def block_bpw(facts: ModelFacts, precision: Precision) -> float:
+    """Bits per block weight; llama.cpp k-quants fall back where rows are not 256 wide."""
+    if precision.kquant and facts.hidden_size % 256:
+        return max(precision.block_bpw, KQUANT_FALLBACK_BPW[precision.name])
+    return precision.block_bpw
+
+
+def table_bpw(facts: ModelFacts, precision: Precision, bpw: float) -> float:
+    """Bits per weight of an embedding or head matrix: a k-quant type there falls back like the
+    blocks' where rows are not 256 wide (the default model's q6_k, q5_k_m and q4_k_m GGUFs hold
+    token_embd.weight as q8_0)."""
+    if precision.kquant and facts.hidden_size % 256:
+        return KQUANT_TABLE_FALLBACK_BPW.get(bpw, bpw)
+    return bpw
+
+
+@dataclass(frozen=True)
+class Memory:
+    device: str  # "cpu" or "gpu": where the weights are held
+    context_tokens: int  # the tokens whose KV cache is held
+    weights_bytes: int  # as stored in the artifact
+    weights_held_bytes: int  # as the runtime holds them
+    kv_cache_bytes: int
+    buffers_bytes: int
+    overhead_bytes: int  # the process's fixed part (on a GPU: the CUDA context in VRAM)
+    total_bytes: int  # on the device that holds the weights (VRAM on a GPU)
+    host_bytes: int  # peak resident memory of the process on the host
+    arithmetic: str
+
+    @property
+    def held_factor(self) -> float:
+        return self.weights_held_bytes / max(self.weights_bytes, 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"held_factor": round(self.held_factor, 3)}
+
+
+def kv_bytes_per_token(facts: ModelFacts, layers: int | None, element_bytes: float) -> float:
+    if facts.kind != "decoder":
+        return 0.0
+    kept = layers or facts.num_layers
+    return 2 * kept * facts.num_key_value_heads * facts.head_dim * element_bytes
+
+
+def resident(
+    facts: ModelFacts,
+    precision: Precision,
+    layers: int | None,
+    runtime: Runtime,
+    device: str,
+    context_tokens: int,
+    prompt_tokens: int = PROMPT_TOKENS,
+) -> Memory:
+    """The resident-memory breakdown of this row run by `runtime` on `device` ("cpu"/"gpu"),
+    holding the KV cache of `context_tokens` tokens."""
+    stored = stored_weights(facts, precision, layers)
+    weights = stored.total
+    if device == "gpu":
+        kv = int(kv_bytes_per_token(facts, layers, runtime.kv_bytes_gpu) * context_tokens)
+        overhead = runtime.gpu_overhead_bytes
+        total = weights + kv + overhead
+        arithmetic = (
+            f"{total / GB:.2f} GB = weights {weights / GB:.2f} + KV cache {kv / GB:.2f} "
+            f"({context_tokens} tokens) + CUDA runtime {overhead / GB:.2f}"
+        )
+        host = runtime.overhead_bytes + CUDA_HOST_BYTES
+        return Memory(
+            device, context_tokens, weights, weights, kv, 0, overhead, total, host, arithmetic
+        )
+    kv_token = kv_bytes_per_token(facts, layers, runtime.kv_bytes_cpu)
+    kv = int(kv_token * context_tokens)
+    model = RUNTIME_MODELS[runtime.name]
+    held = int(model.held(stored, precision, facts))
+    buffers = int(model.buffers(stored, facts, layers, kv, prompt_tokens))
+    overhead = runtime.overhead_bytes + int(tokenizer_bytes(runtime.name, facts))
+    total = held + kv + buffers + overhead
+    factor = held / max(weights, 1)
+    held_text = f"{weights / GB:.2f}"
+    if abs(factor - 1) >= 0.005:  # the resident factor: what the runtime holds of the file
+        held_text = f"{held / GB:.2f} ({weights / GB:.2f} stored x{factor:.2f})"
+    arithmetic = (
+        f"{total / GB:.2f} GB = weights {held_text} + KV cache {kv / GB:.2f} "
+        f"({context_tokens} tokens) + buffers {buffers / GB:.2f} + runtime {overhead / GB:.2f}"
+    )
+    return Memory(
+        device, context_tokens, weights, held, kv, buffers, overhead, total, total, arithmetic
+    )
+
+
+def tokenizer_bytes(runtime: str, facts: ModelFacts) -> float:
+    """The tokenizer's tables in the runtime's process (part of its fixed overhead)."""
+    return facts.vocab_size * TOKENIZER_BYTES_PER_TOKEN[runtime]
+
+
+def activation_bytes(facts: ModelFacts, tokens: int, kv_tokens: int) -> float:
+    """f32 activations live at once while a prompt of `tokens` is computed: the attention scores
+    and their softmax (heads x tokens x kv_tokens, twice) and the widest block tensors (gate, up
+    and their product; input, norm, attention output and residual)."""
+    heads = facts.num_attention_heads
+    wide = 3 * facts.intermediate_size + 4 * facts.hidden_size
+    return tokens * (2 * heads * kv_tokens + wide) * F32
+
+
+# -- llama.cpp ---------------------------------------------------------------------------------
+def _held_llamacpp(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
+    """The GGUF is mmap'd with MAP_POPULATE: every page of the file is resident from the load
+    on (RssFile rose by the file's size at load, before any decoding). The CPU backend repacks
+    q4_0 and q4_K tensors into an interleaved copy (its CPU_REPACK buffer: 56.95 MiB for the
+    q4_0 export's blocks, 7.59 MiB for q4_k_m's 16 q4_K tensors) while the file stays mapped."""
+    repacked_bpw = precision.cpu_repacked_bpw
+    if precision.kquant and facts.hidden_size % 256:
+        repacked_bpw = KQUANT_FALLBACK_REPACKED_BPW.get(precision.name, repacked_bpw)
+    return stored.total + stored.layer_parameters * repacked_bpw / 8
+
+
+def _buffers_llamacpp(stored, facts, layers, kv, prompt_tokens) -> float:
+    """The compute graph's activations for the prompt (the compute buffer is
+    reserved for n_ubatch = 512 tokens with 512 rows of logits, 99.4 MiB for the default
+    model, but only what a prompt computes is touched) and the context's own structures. The
+    KV cache is cleared at creation, so all of it is resident: it is the KV term."""
+    kv_tokens = -(-prompt_tokens // 256) * 256  # the attended KV cells, padded to 256
+    return activation_bytes(facts, prompt_tokens, kv_tokens) + LLAMACPP_CONTEXT_BYTES
+
+
+# -- OpenVINO (openvino-genai) -----------------------------------------------------------------
+def _held_openvino(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
+    """The IR's .bin is mmap'd and every page is touched when the first inference compiles the
+    weights (RssFile +126 MB for the int8 export's 135 MB); the CPU plugin keeps its own copy
+    at the execution precision: with INFERENCE_PRECISION_HINT=f32, fp16 weights become f32
+    (twice their bytes), while int8/int4 compressed weights stay compressed and are repacked
+    once (RssAnon +140 MB for the int8 export)."""
+    compiled = stored.total * 32 / precision.bits if precision.bits >= 16 else stored.total
+    return stored.total + compiled
+
+
+def _buffers_openvino(stored, facts, layers, kv, prompt_tokens) -> float:
+    kept = layers or facts.num_layers
+    return OPENVINO_GRAPH_BYTES_PER_LAYER * kept + activation_bytes(
+        facts, prompt_tokens, prompt_tokens
+    )
+
+
+# -- ONNX Runtime ------------------------------------------------------------------------------
+def _held_onnxruntime(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
+    """External data is mmap'd and read tensor by tensor: what stays is what the kernels
+    pre-pack. fp32 MatMul weights are packed by MLAS at their size; MatMulNBits weights with
+    their scales (ONNXRUNTIME_NBITS_PACK_FACTOR). The embedding Gather reads its rows from the
+    mapping (only the looked-up rows are touched); a tied head is a Transpose of it, folded into
+    a transposed fp32 copy at session creation and packed."""
+    def packed(bytes_: float, bpw: float) -> float:
+        return bytes_ if bpw >= 16 else bytes_ * ONNXRUNTIME_NBITS_PACK_FACTOR
+
+    head_bpw = precision.tied_bpw if stored.tied else precision.head_bpw
+    head = packed(stored.head_read, head_bpw)
+    return packed(stored.blocks, precision.block_bpw) + head + stored.other
+
+
+def _buffers_onnxruntime(stored, facts, layers, kv, prompt_tokens) -> float:
+    """The session's structures plus the larger of two moments. At load, the folded transposed
+    head beside its packed copy, while the tokenizer is not loaded yet (the runner creates the
+    session first: its tables, counted in the overhead, stand in for part of the transient).
+    While running, the arena: the prompt's logits (in the arena and again as numpy), its
+    activations, and the KV copies of a decode step."""
+    load = (stored.head_read if stored.tied else 0.0) - tokenizer_bytes("onnxruntime", facts)
+    logits = 2 * prompt_tokens * facts.vocab_size * F32
+    run = logits + activation_bytes(facts, prompt_tokens, prompt_tokens)
+    run += (ONNXRUNTIME_KV_COPIES - 1) * kv
+    return ONNXRUNTIME_SESSION_BYTES + max(load, run)
+
+
+@dataclass(frozen=True)
+class RuntimeMemory:
+    held: object  # (stored, precision, facts) -> bytes of weights held
+    buffers: object  # (stored, facts, layers, kv_bytes, prompt_tokens) -> bytes of buffers
+
+
+RUNTIME_MODELS = {
+    "llama.cpp": RuntimeMemory(_held_llamacpp, _buffers_llamacpp),
+    "openvino": RuntimeMemory(_held_openvino, _buffers_openvino),
+    "onnxruntime": RuntimeMemory(_held_onnxruntime, _buffers_onnxruntime),
+}

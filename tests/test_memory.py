@@ -1,0 +1,139 @@
+"""The memory model (edgepack.memory): what each runtime holds, from real model configs."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from edgepack import memory
+from edgepack.formats.registry import FORMATS, RUNTIMES
+from edgepack.model import inspect_model
+from tests.conftest import config_dir
+
+SMOLLM = inspect_model(config_dir("smollm2-135m"))  # 30 layers, 3 KV heads of 64, tied
+LLAMA7B = inspect_model(config_dir("llama-2-7b"))  # 32 layers, 32 KV heads of 128, untied
+
+
+def row(fmt: str, precision: str):
+    form = FORMATS[fmt]
+    return form.precision(precision), RUNTIMES[form.runtime]
+
+
+def cpu(facts, fmt, precision, context=2048, **kw):
+    p, runtime = row(fmt, precision)
+    return memory.resident(facts, p, None, runtime, "cpu", context, **kw)
+
+
+def test_openvino_fp16_with_the_f32_hint_holds_twice_the_fp16_bytes():
+    fp16 = cpu(SMOLLM, "openvino", "fp16", 192)
+    # the compiled copy is f32: twice the stored fp16 bytes, beside the mapped file itself
+    compiled = fp16.weights_held_bytes - fp16.weights_bytes
+    assert compiled == pytest.approx(2 * fp16.weights_bytes, rel=1e-6)
+    assert "weights 0.81 (0.27 stored x3.00)" in fp16.arithmetic
+    # compressed weights stay compressed: int8 and int4 hold one copy of their bytes beside the
+    # file, not an f32 one
+    for precision in ("int8", "int4", "int4_sym", "int4_mixed"):
+        m = cpu(SMOLLM, "openvino", precision, 192)
+        assert m.weights_held_bytes - m.weights_bytes == pytest.approx(m.weights_bytes, rel=1e-6)
+
+
+def test_llamacpp_kv_is_sized_by_its_context_and_nothing_else_grows_with_it():
+    small, large = cpu(SMOLLM, "gguf", "q8_0", 2048), cpu(SMOLLM, "gguf", "q8_0", 4096)
+    # 2 (K and V) x 30 layers x 3 KV heads x 64 x 2 bytes (f16) x n_ctx
+    assert small.kv_cache_bytes == 2 * 30 * 3 * 64 * 2 * 2048
+    assert large.kv_cache_bytes == 2 * small.kv_cache_bytes
+    assert large.total_bytes - small.total_bytes == small.kv_cache_bytes
+    assert "KV cache 0.05 (2048 tokens)" in small.arithmetic
+    assert RUNTIMES["llama.cpp"].kv_preallocated
+    assert not RUNTIMES["openvino"].kv_preallocated
+    assert not RUNTIMES["onnxruntime"].kv_preallocated
+
+
+def test_kv_elements_per_runtime():
+    tokens = 192
+    elements = 2 * 30 * 3 * 64 * tokens
+    assert cpu(SMOLLM, "onnx", "fp32", tokens).kv_cache_bytes == elements * 4
+    assert cpu(SMOLLM, "openvino", "int8", tokens).kv_cache_bytes == int(elements * 1.125)
+    assert cpu(SMOLLM, "gguf", "f16", tokens).kv_cache_bytes == elements * 2
+
+
+def _terms(arithmetic: str) -> tuple[float, float]:
+    """(the stated total, the sum of its terms) of an arithmetic string, in GB."""
+    total, rest = arithmetic.split(" GB = ")
+    held = re.match(r"weights (\d+\.\d+)", rest).group(1)
+    others = re.findall(r"\+ [A-Za-z ]+?(\d+\.\d+)", rest)
+    return float(total), float(held) + sum(float(x) for x in others)
+
+
+@pytest.mark.parametrize("facts", [SMOLLM, LLAMA7B], ids=["smollm2", "llama-2-7b"])
+def test_arithmetic_sums_to_memory_bytes(facts):
+    for fmt in FORMATS.values():
+        runtime = RUNTIMES[fmt.runtime]
+        for precision in fmt.precisions:
+            for device in ("cpu", "gpu"):
+                m = memory.resident(facts, precision, None, runtime, device, 2048)
+                total, terms = _terms(m.arithmetic)
+                assert total == pytest.approx(m.total_bytes / 1e9, abs=0.005)
+                # the total and each of its four terms are rounded to 0.01 GB
+                assert terms == pytest.approx(total, abs=0.025), m.arithmetic
+                parts = m.weights_held_bytes + m.kv_cache_bytes + m.buffers_bytes
+                assert m.total_bytes == parts + m.overhead_bytes
+
+
+def test_llamacpp_holds_the_whole_file_and_repacks_q4_0():
+    q8 = cpu(SMOLLM, "gguf", "q8_0")
+    assert q8.weights_held_bytes == q8.weights_bytes  # the populated mmap, nothing more
+    q4 = cpu(SMOLLM, "gguf", "q4_0")
+    blocks = SMOLLM.layer_parameters * 4.5 / 8  # repacked into q4_0_8x8 beside the file
+    assert q4.weights_held_bytes == pytest.approx(q4.weights_bytes + blocks, rel=1e-6)
+
+
+def test_kquant_tables_fall_back_where_rows_are_not_256_wide():
+    # hidden 576: llama.cpp writes the tied q6_K table as q8_0; hidden 4096 keeps q6_K
+    q6, precision = cpu(SMOLLM, "gguf", "q6_k"), row("gguf", "q6_k")[0]
+    stored = memory.stored_weights(SMOLLM, precision, None)
+    assert stored.embedding == pytest.approx(SMOLLM.embedding_parameters * 8.5 / 8)
+    assert q6.weights_bytes == stored.total
+    big = memory.stored_weights(LLAMA7B, precision, None)
+    assert big.embedding == pytest.approx(LLAMA7B.embedding_parameters * 6.5625 / 8)
+
+
+def test_onnxruntime_peak_is_load_or_run_whichever_is_larger():
+    short = cpu(SMOLLM, "onnx", "int8", 192, prompt_tokens=16)
+    shorter = cpu(SMOLLM, "onnx", "int8", 192, prompt_tokens=8)
+    # a short prompt: the load-time transient (the folded transposed fp32 head) sets the peak
+    assert short.buffers_bytes == shorter.buffers_bytes
+    long = cpu(SMOLLM, "onnx", "int8", 192, prompt_tokens=1024)
+    # a long prompt: its logits in the arena (and again as numpy) set it
+    assert long.buffers_bytes > short.buffers_bytes + 2 * 900 * 49152 * 4
+    # the tied fp32 head is held as its packed transposed copy; the Gather's table stays mapped
+    fp32 = cpu(SMOLLM, "onnx", "fp32", 192)
+    assert fp32.weights_held_bytes == fp32.weights_bytes
+
+
+def test_gpu_memory_is_weights_kv_and_the_cuda_runtime():
+    p, runtime = row("gguf", "f16")
+    m = memory.resident(LLAMA7B, p, None, runtime, "gpu", 2048)
+    assert m.weights_held_bytes == m.weights_bytes == pytest.approx(6.738e9 * 2, rel=0.01)
+    assert m.total_bytes == m.weights_bytes + m.kv_cache_bytes + runtime.gpu_overhead_bytes
+    assert m.host_bytes == runtime.overhead_bytes + memory.CUDA_HOST_BYTES
+    assert "weights 13.48 + KV cache 1.07 (2048 tokens) + CUDA runtime 0.50" in m.arithmetic
+
+
+def test_students_hold_fewer_layers():
+    p, runtime = row("gguf", "q8_0")
+    full = memory.resident(SMOLLM, p, None, runtime, "cpu", 2048)
+    half = memory.resident(SMOLLM, p, 15, runtime, "cpu", 2048)
+    assert half.kv_cache_bytes * 2 == full.kv_cache_bytes
+    assert half.weights_bytes < full.weights_bytes
+
+
+def test_memory_imports_no_backend():
+    code = (
+        "import sys, edgepack.memory; "
+        "heavy = {'torch', 'transformers', 'openvino', 'onnxruntime', 'llama_cpp'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
