@@ -32,7 +32,13 @@ PROMPT_TOKENS = 128  # the prompt the compute buffers are sized for (check.py's 
 CUDA_HOST_BYTES = 800_000_000  # host RSS of the CUDA libraries a GPU runtime loads
 # what llama.cpp's quantizer writes for a k-quant matrix whose rows are not 256 wide: Q6_K ->
 # q8_0, Q5_K -> q5_1, Q4_K -> q5_0 (bits per weight with their scales)
-KQUANT_TABLE_FALLBACK_BPW = {6.5625: 8.5, 5.5: 6.0, 4.5: 5.5}
+# (q4_0's q6_K head too: the default model's q4_0 GGUF holds token_embd.weight as q8_0)
+Q6_K_BPW = 6.5625
+KQUANT_TABLE_FALLBACK_BPW = {Q6_K_BPW: 8.5, 5.5: 6.0, 4.5: 5.5}
+# A GGUF's metadata beyond the tensors is mostly the tokenizer (tokens, scores, types, merges):
+# the default model's f16 and q8_0 files are 1.85 and 1.89 MB larger than their tensors, ~38
+# bytes per vocabulary entry.
+GGUF_METADATA_BYTES_PER_TOKEN = 38
 
 # Tokenizer tables per vocabulary entry (`tools/memory_bench.py` measures both next to its
 # table). llama.cpp's own (vocabulary, merges, piece cache): loading the default model's GGUF
@@ -41,15 +47,19 @@ KQUANT_TABLE_FALLBACK_BPW = {6.5625: 8.5, 5.5: 6.0, 4.5: 5.5}
 # and ONNX Runtime runners load): 36 MB for the same vocabulary.
 TOKENIZER_BYTES_PER_TOKEN = {"llama.cpp": 358, "openvino": 730, "onnxruntime": 730}
 # llama.cpp's context beyond its KV cache and compute graph (model and context structs, the
-# backend scheduler, OpenMP threads): fitted as the remainder of the gguf rows of
-# tools/memory_bench.py (f16: 392 MB measured = 44 overhead + 18 tokenizer tables + 271 file +
-# 47 KV + 6 activations + this).
-LLAMACPP_CONTEXT_BYTES = 6 * MB
-# The compiled OpenVINO model and openvino-genai's pipeline beyond the weights (graph, plugin
-# node objects, the kit's own read_model of the IR for logits()) per transformer layer: the
-# Runner's read_model of the default model's IR (2.5 MB of XML, 30 layers) raised RSS by 15 MB;
-# fitted with the rest on the openvino rows of tools/memory_bench.py.
-OPENVINO_GRAPH_BYTES_PER_LAYER = 1.0 * MB
+# backend scheduler, OpenMP threads): fitted as the mean remainder of the seven gguf rows of
+# tools/memory_bench.py (measured peak minus every other term: 6.9 to 9.1 MB, mean 8.0).
+LLAMACPP_CONTEXT_BYTES = 8 * MB
+# OpenVINO's model graphs per transformer layer: the kit's read_model of the IR (for logits()),
+# openvino-genai's model and the compiled one (node objects, small constants, the plugin's
+# memory descriptors). openvino-genai's LLMPipeline creation alone raised RssAnon by 61-92 MB
+# for the default model's exports (4,270-5,709 IR nodes, 30 layers); fitted as the remainder of
+# the openvino rows of tools/memory_bench.py (measured peak minus every other term).
+OPENVINO_GRAPH_BYTES_PER_LAYER = 2.37 * MB
+# Bits per block weight of the f32 scales and zero points the CPU plugin keeps for grouped int4
+# weights (group 64 for the default model: 32 bits each per group; symmetric int4 has no zero
+# point; int4_mixed has 80 % of its block weights in int4).
+OPENVINO_GROUP_CONSTANTS_BPW = {"int4": 1.0, "int4_sym": 0.5, "int4_mixed": 0.8}
 # ONNX Runtime's session beyond its weights (graph, kernels, allocation plans): a session of the
 # default model's int8 export held 233 MB after creation for 233 MB of packed weights + head.
 ONNXRUNTIME_SESSION_BYTES = 15 * MB
@@ -111,7 +121,7 @@ def table_bpw(facts: ModelFacts, precision: Precision, bpw: float) -> float:
     """Bits per weight of an embedding or head matrix: a k-quant type there falls back like the
     blocks' where rows are not 256 wide (the default model's q6_k, q5_k_m and q4_k_m GGUFs hold
     token_embd.weight as q8_0)."""
-    if precision.kquant and facts.hidden_size % 256:
+    if facts.hidden_size % 256 and (precision.kquant or bpw == Q6_K_BPW):
         return KQUANT_TABLE_FALLBACK_BPW.get(bpw, bpw)
     return bpw
 
@@ -173,7 +183,7 @@ def resident(
     kv = int(kv_token * context_tokens)
     model = RUNTIME_MODELS[runtime.name]
     held = int(model.held(stored, precision, facts))
-    buffers = int(model.buffers(stored, facts, layers, kv, prompt_tokens))
+    buffers = int(model.buffers(stored, precision, facts, layers, kv, prompt_tokens))
     overhead = runtime.overhead_bytes + int(tokenizer_bytes(runtime.name, facts))
     total = held + kv + buffers + overhead
     factor = held / max(weights, 1)
@@ -205,17 +215,20 @@ def activation_bytes(facts: ModelFacts, tokens: int, kv_tokens: int) -> float:
 
 # -- llama.cpp ---------------------------------------------------------------------------------
 def _held_llamacpp(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
-    """The GGUF is mmap'd with MAP_POPULATE: every page of the file is resident from the load
-    on (RssFile rose by the file's size at load, before any decoding). The CPU backend repacks
-    q4_0 and q4_K tensors into an interleaved copy (its CPU_REPACK buffer: 56.95 MiB for the
-    q4_0 export's blocks, 7.59 MiB for q4_k_m's 16 q4_K tensors) while the file stays mapped."""
+    """The GGUF (tensors and metadata) is mmap'd with MAP_POPULATE: every page of the file is
+    resident from the load on (RssFile rose by the file's size at load, before any decoding).
+    The CPU backend repacks q4_0 and q4_K tensors into an interleaved copy (its CPU_REPACK
+    buffer: 56.95 MiB for the q4_0 export's blocks, 7.59 MiB for q4_k_m's 16 q4_K tensors)
+    while the file stays mapped (llama.cpp issues 12149 and 16761: repacking with mmap doubles
+    those tensors' RSS)."""
     repacked_bpw = precision.cpu_repacked_bpw
     if precision.kquant and facts.hidden_size % 256:
         repacked_bpw = KQUANT_FALLBACK_REPACKED_BPW.get(precision.name, repacked_bpw)
-    return stored.total + stored.layer_parameters * repacked_bpw / 8
+    metadata = facts.vocab_size * GGUF_METADATA_BYTES_PER_TOKEN
+    return stored.total + metadata + stored.layer_parameters * repacked_bpw / 8
 
 
-def _buffers_llamacpp(stored, facts, layers, kv, prompt_tokens) -> float:
+def _buffers_llamacpp(stored, precision, facts, layers, kv, prompt_tokens) -> float:
     """The compute graph's activations for the prompt (the compute buffer is
     reserved for n_ubatch = 512 tokens with 512 rows of logits, 99.4 MiB for the default
     model, but only what a prompt computes is touched) and the context's own structures. The
@@ -227,18 +240,26 @@ def _buffers_llamacpp(stored, facts, layers, kv, prompt_tokens) -> float:
 # -- OpenVINO (openvino-genai) -----------------------------------------------------------------
 def _held_openvino(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
     """The IR's .bin is mmap'd and every page is touched when the first inference compiles the
-    weights (RssFile +126 MB for the int8 export's 135 MB); the CPU plugin keeps its own copy
-    at the execution precision: with INFERENCE_PRECISION_HINT=f32, fp16 weights become f32
-    (twice their bytes), while int8/int4 compressed weights stay compressed and are repacked
-    once (RssAnon +140 MB for the int8 export)."""
-    compiled = stored.total * 32 / precision.bits if precision.bits >= 16 else stored.total
-    return stored.total + compiled
+    weights; the CPU plugin then holds its own copy in its layout at the stored precision. With
+    INFERENCE_PRECISION_HINT=f32 the activations run in f32, but fp16 weights stay fp16 (its
+    FullyConnected kernels decompress them), as int8/int4 compressed weights stay compressed.
+    Measured with openvino-genai's LLMPipeline alone, across its first generate: RssFile grew by
+    the .bin's size + 40-45 MB of plugin code and RssAnon by the .bin's size + 4 MB for the
+    fp16, int8, int4 and int4_mixed exports (fp16: +309 and +273 MB for a 269 MB .bin; an f32
+    copy would have added 538 MB)."""
+    return 2 * stored.total
 
 
-def _buffers_openvino(stored, facts, layers, kv, prompt_tokens) -> float:
+def _buffers_openvino(stored, precision, facts, layers, kv, prompt_tokens) -> float:
+    """The model graphs (the kit's read_model of the IR, openvino-genai's model and the
+    compiled one: their node objects and small constants), the f32 group scales and zero
+    points of grouped int4 weights, and the activations of the prompt."""
     kept = layers or facts.num_layers
-    return OPENVINO_GRAPH_BYTES_PER_LAYER * kept + activation_bytes(
-        facts, prompt_tokens, prompt_tokens
+    groups = stored.layer_parameters * OPENVINO_GROUP_CONSTANTS_BPW.get(precision.name, 0)
+    return (
+        OPENVINO_GRAPH_BYTES_PER_LAYER * kept
+        + groups / 8
+        + activation_bytes(facts, prompt_tokens, prompt_tokens)
     )
 
 
@@ -257,7 +278,7 @@ def _held_onnxruntime(stored: StoredWeights, precision: Precision, facts: ModelF
     return packed(stored.blocks, precision.block_bpw) + head + stored.other
 
 
-def _buffers_onnxruntime(stored, facts, layers, kv, prompt_tokens) -> float:
+def _buffers_onnxruntime(stored, precision, facts, layers, kv, prompt_tokens) -> float:
     """The session's structures plus the larger of two moments. At load, the folded transposed
     head beside its packed copy, while the tokenizer is not loaded yet (the runner creates the
     session first: its tables, counted in the overhead, stand in for part of the transient).
@@ -273,7 +294,7 @@ def _buffers_onnxruntime(stored, facts, layers, kv, prompt_tokens) -> float:
 @dataclass(frozen=True)
 class RuntimeMemory:
     held: object  # (stored, precision, facts) -> bytes of weights held
-    buffers: object  # (stored, facts, layers, kv_bytes, prompt_tokens) -> bytes of buffers
+    buffers: object  # (stored, precision, facts, layers, kv_bytes, prompt_tokens) -> bytes
 
 
 RUNTIME_MODELS = {

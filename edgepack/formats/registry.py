@@ -198,8 +198,9 @@ FORMATS = {
     )
 }
 
-# measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw)
-KQUANT_FALLBACK_BPW = {"q6_k": 8.5, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
+# measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw); q6_k
+# keeps ffn_down (1536-wide rows) in q6_K: its blocks average 8.0 bpw (106.4 MB in the GGUF)
+KQUANT_FALLBACK_BPW = {"q6_k": 8.0, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
 # ... where only ffn_down (1536 columns) stays q4_K, in 16 of 30 layers: llama.cpp's CPU_REPACK
 # buffer held 7.59 MiB of the default model's q4_k_m (106.0M block weights: 0.6 bpw)
 KQUANT_FALLBACK_REPACKED_BPW = {"q4_k_m": 0.6, "q4_k_m_mixed": 0.6 * 14 / 16}
