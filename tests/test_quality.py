@@ -11,7 +11,7 @@ import pytest
 from edgepack import quality as q
 from edgepack.errors import EdgepackError
 from edgepack.kit import load_runner
-from edgepack.quality import chunks, eval_text, measure, perplexity, reference_eval, scored
+from edgepack.quality import chunks, eval_text, measure, reference_eval, scored
 from tests.conftest import PROFILES, ROOT, run_cli
 
 # between the default model's measured retention of gguf q4_0 and of q4_k_m (its mixed variant)
@@ -27,13 +27,14 @@ def test_chunks_score_the_second_half():
         chunks(5)
 
 
-def test_perplexity_is_exp_mean_nll():
+def test_log_softmax_is_exact_in_float64():
     rng = np.random.default_rng(0)
-    logits = rng.normal(size=(7, 11))
-    targets = rng.integers(0, 11, size=7)
-    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    expected = np.exp(-np.log(probs[np.arange(7), targets]).mean())
-    assert perplexity(logits, targets) == pytest.approx(expected, rel=1e-9)
+    logits = rng.normal(size=(7, 11)).astype(np.float32)
+    probs = np.exp(logits.astype(np.float64))
+    expected = np.log(probs / probs.sum(-1, keepdims=True))
+    assert q.log_softmax(logits) == pytest.approx(expected, rel=1e-12)
+    shifted = logits.astype(np.float64) + 1000  # exp(1000) overflows: the max is subtracted
+    assert q.log_softmax(shifted) == pytest.approx(expected, rel=1e-9)
 
 
 def chunk_sums(per_token: np.ndarray) -> np.ndarray:
@@ -118,7 +119,8 @@ def synthetic_reference(n_chunks=3, vocab=50, k=8, seed=0, size=32):
         logp = q.log_softmax(logits[w])
         targets = np.asarray(ids[start:end])[w.start + 1 : w.stop + 1]
         nll.append(-logp[np.arange(len(targets)), targets])
-        tops.append(q.top_k(logp, k))
+        top = q.top_k(logp, k)
+        tops.append(top + q.tail_sample(logp, top[0], 16, rng))
     nll = np.concatenate(nll)
     ref = q.EvalReference(
         "synthetic",
@@ -126,7 +128,7 @@ def synthetic_reference(n_chunks=3, vocab=50, k=8, seed=0, size=32):
         ids,
         parts,
         nll,
-        *(np.concatenate([t[i] for t in tops]) for i in range(3)),
+        *(np.concatenate([t[i] for t in tops]) for i in range(5)),
         perplexity=float(np.exp(nll.mean())),
     )
     return ref, table
@@ -140,6 +142,7 @@ def test_a_runner_with_the_references_logits_is_lossless():
     assert quality.kl_divergence_mean == pytest.approx(0.0, abs=1e-6)
     assert quality.top1_agreement == 1.0
     assert (quality.eval_tokens, quality.eval_chunks, quality.kl_top_k) == (48, 3, 8)
+    assert quality.kl_tail_samples == 16
     keys = {"retention", "retention_low", "retention_high", "eval_tokens", "eval_chunks"}
     assert keys | {"eval_text", "eval_text_sha256"} <= set(quality.to_dict())
 
@@ -162,11 +165,8 @@ def test_scores_of_a_noisy_runner_and_their_prefixes():
         ref.sha256,
         ref.ids[:64],
         ref.chunks[:2],
-        ref.nll[:32],
-        ref.top_ids[:32],
-        ref.top_logprobs[:32],
-        ref.tail_logprob[:32],
-        float(np.exp(ref.nll[:32].mean())),
+        *(getattr(ref, a)[:32] for a in q._ARRAYS),
+        perplexity=float(np.exp(ref.nll[:32].mean())),
     )
     assert q.measure(Logits(noisy), part).to_dict() == first.to_dict()
 
@@ -224,16 +224,32 @@ def test_top_k_kl_is_exact_with_every_token_and_a_lower_bound_with_fewer():
     logp = q.log_softmax(rng.normal(0, 2, size=(20, 300)))
     logq = q.log_softmax(np.log(np.exp(logp) + 0.002 * rng.random((20, 300))))
     exact = (np.exp(logp) * (logp - logq)).sum(-1)
-    full = q.kl_top_k(*q.top_k(logp, 300), logq)
+    full = q.kl_estimate(*q.top_k(logp, 300), logq)
     assert full == pytest.approx(exact, rel=1e-5)
     previous = np.zeros(20)
     for k in (5, 50, 200):
-        approx = q.kl_top_k(*q.top_k(logp, k), logq)
+        approx = q.kl_estimate(*q.top_k(logp, k), logq)
         assert np.all(approx <= exact + 1e-9) and np.all(approx >= previous - 1e-9)
         previous = approx
     ids, vals, rest = q.top_k(logp, 5)
     assert np.all(np.diff(vals, axis=1) <= 0) and np.all(ids[:, 0] == logp.argmax(-1))
     assert np.exp(rest) == pytest.approx(1 - np.exp(vals.astype(np.float64)).sum(-1), abs=1e-6)
+
+
+def test_tail_samples_make_the_kl_estimate_unbiased():
+    """A flat reference (much mass in the tail) whose candidate differs in the tail too: the
+    one-bin tail misses most of the KL, the sampled tail recovers it."""
+    rng = np.random.default_rng(6)
+    logp = q.log_softmax(rng.normal(0, 1, size=(400, 2000)))
+    logq = q.log_softmax(q.log_softmax(logp) + rng.normal(0, 0.3, size=logp.shape))
+    exact = (np.exp(logp) * (logp - logq)).sum(-1).mean()
+    top = q.top_k(logp, 32)
+    one_bin = q.kl_estimate(*top, logq).mean()
+    sampled = q.kl_estimate(*top, logq, *q.tail_sample(logp, top[0], 64, rng)).mean()
+    assert one_bin < 0.2 * exact
+    assert sampled == pytest.approx(exact, rel=0.02)
+    ids, _ = q.tail_sample(logp, top[0], 64, rng)
+    assert not any(np.isin(i, t).any() for i, t in zip(ids, top[0], strict=True))
 
 
 def test_first_tokens_tokenizes_a_prefix_only():
