@@ -143,7 +143,7 @@ print("LEAN-CHECK", code, ",".join(heavy), file=sys.stderr)
         ["--help"],
         ["targets"],
         ["inspect", "--model", "tests/configs/llama-2-7b"],
-        ["plan", "--model", "tests/configs/llama-2-7b", "--target", "edge-4gb", "--json"],
+        ["plan", "--model", "tests/configs/llama-2-7b", "--target", "xeon", "--json"],
         ["inspect"],
         ["plan", "--target", "xeon"],
     ],
