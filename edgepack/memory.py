@@ -40,35 +40,40 @@ KQUANT_TABLE_FALLBACK_BPW = {Q6_K_BPW: 8.5, 5.5: 6.0, 4.5: 5.5}
 # bytes per vocabulary entry.
 GGUF_METADATA_BYTES_PER_TOKEN = 38
 
-# Tokenizer tables per vocabulary entry (`tools/memory_bench.py` measures both next to its
-# table). llama.cpp's own (vocabulary, merges, piece cache): loading the default model's GGUF
-# with vocab_only=True (llama_model_load_from_file) added 17.6 MB for 49,152 tokens and 48,900
+# Tokenizer tables per vocabulary entry (tools/memory_bench.py measures both beside its table).
+# llama.cpp's own (vocabulary, merges, piece cache): loading the default model's GGUF with
+# vocab_only=True (llama_model_load_from_file) added 18.1 MB for 49,152 tokens and 48,900
 # merges. The kit's HFTokenizer (the `tokenizers` package on tokenizer.json, which the OpenVINO
-# and ONNX Runtime runners load): 36 MB for the same vocabulary.
-TOKENIZER_BYTES_PER_TOKEN = {"llama.cpp": 358, "openvino": 730, "onnxruntime": 730}
+# and ONNX Runtime runners load): 36.7 MB for the same vocabulary.
+TOKENIZER_BYTES_PER_TOKEN = {"llama.cpp": 368, "openvino": 747, "onnxruntime": 747}
 # llama.cpp's context beyond its KV cache and compute graph (model and context structs, the
 # backend scheduler, OpenMP threads): fitted as the mean remainder of the seven gguf rows of
-# tools/memory_bench.py (measured peak minus every other term: 6.9 to 9.1 MB, mean 8.0).
-LLAMACPP_CONTEXT_BYTES = 8 * MB
+# tools/memory_bench.py (measured peak minus every other term: 5.4 to 7.6 MB, mean 6.5).
+LLAMACPP_CONTEXT_BYTES = 6.5 * MB
 # OpenVINO's model graphs per transformer layer: the kit's read_model of the IR (for logits()),
 # openvino-genai's model and the compiled one (node objects, small constants, the plugin's
 # memory descriptors). openvino-genai's LLMPipeline creation alone raised RssAnon by 61-92 MB
-# for the default model's exports (4,270-5,709 IR nodes, 30 layers); fitted as the remainder of
-# the openvino rows of tools/memory_bench.py (measured peak minus every other term).
-OPENVINO_GRAPH_BYTES_PER_LAYER = 2.37 * MB
+# for the default model's exports (4,270-5,709 IR nodes, 30 layers); fitted as the mean remainder
+# of the five openvino rows of tools/memory_bench.py (measured peak minus every other term:
+# 2.2 to 2.8 MB a layer, mean 2.5).
+OPENVINO_GRAPH_BYTES_PER_LAYER = 2.5 * MB
 # Bits per block weight of the f32 scales and zero points the CPU plugin keeps for grouped int4
 # weights (group 64 for the default model: 32 bits each per group; symmetric int4 has no zero
 # point; int4_mixed has 80 % of its block weights in int4).
 OPENVINO_GROUP_CONSTANTS_BPW = {"int4": 1.0, "int4_sym": 0.5, "int4_mixed": 0.8}
-# ONNX Runtime's session beyond its weights (graph, kernels, allocation plans): a session of the
-# default model's int8 export held 233 MB after creation for 233 MB of packed weights + head.
-ONNXRUNTIME_SESSION_BYTES = 15 * MB
-# ONNX Runtime packs MatMulNBits weights with their scales and zero points into MLAS's layout:
-# a session of the int8 export without graph optimizations held 127 MB more with pre-packing
-# than with session.disable_prepacking (108 MB of 8-bit block weights + scales).
-ONNXRUNTIME_NBITS_PACK_FACTOR = 1.18
-# The KV cache a ONNX Runtime decode step keeps alive: the past it was fed (numpy), the present
-# in the arena and the present returned as numpy.
+# ONNX Runtime, measured on sessions of the default model's exports (onnxruntime.InferenceSession
+# with session.disable_prepacking and/or graph optimizations off, RSS after creation):
+# - the session itself (graph, kernels, allocation plans) with neither pre-packing nor
+#   optimizations: 35-37 MB above the process before it (external data stays mapped, untouched);
+ONNXRUNTIME_SESSION_BYTES = 37 * MB
+# - what pre-packing holds, in bits per block weight: fp32 MatMul weights 415 MB for 425 MB
+#   (MLAS's packed B); 8-bit MatMulNBits 127 MB for 106M weights; 4-bit 52 MB (the 4-bit data,
+#   its scales staying in the file); int4_mixed's 4/8-bit mix 74.5 MB, as its share predicts;
+ONNXRUNTIME_PACKED_BPW = {32: 31.3, 8: 9.56, 4: 3.92}
+_NBITS_STORED_BPW = (4.5625, 8.625)  # MatMulNBits block 64 with scales and zero points
+# - the KV cache a decode step keeps alive: the past it was fed (numpy), the present in the
+#   arena and the present returned as numpy. Generating 1,400 tokens after a 128-token prompt
+#   (int8 export, the kit's runner) grew the peak by 197 MB for 62 MB more KV cache.
 ONNXRUNTIME_KV_COPIES = 3
 
 
@@ -266,16 +271,23 @@ def _buffers_openvino(stored, precision, facts, layers, kv, prompt_tokens) -> fl
 # -- ONNX Runtime ------------------------------------------------------------------------------
 def _held_onnxruntime(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
     """External data is mmap'd and read tensor by tensor: what stays is what the kernels
-    pre-pack. fp32 MatMul weights are packed by MLAS at their size; MatMulNBits weights with
-    their scales (ONNXRUNTIME_NBITS_PACK_FACTOR). The embedding Gather reads its rows from the
-    mapping (only the looked-up rows are touched); a tied head is a Transpose of it, folded into
-    a transposed fp32 copy at session creation and packed."""
-    def packed(bytes_: float, bpw: float) -> float:
-        return bytes_ if bpw >= 16 else bytes_ * ONNXRUNTIME_NBITS_PACK_FACTOR
-
+    pre-pack (ONNXRUNTIME_PACKED_BPW). The embedding Gather reads its rows from the mapping
+    (only the looked-up rows are touched); a tied head is a Transpose of it, folded into a
+    transposed fp32 copy at session creation and packed (106 MB for the default model's
+    113 MB matrix, in every export)."""
     head_bpw = precision.tied_bpw if stored.tied else precision.head_bpw
-    head = packed(stored.head_read, head_bpw)
-    return packed(stored.blocks, precision.block_bpw) + head + stored.other
+    head = stored.head_read * _packed_bpw(head_bpw) / head_bpw
+    return stored.layer_parameters * _packed_bpw(precision.block_bpw) / 8 + head + stored.other
+
+
+def _packed_bpw(stored_bpw: float) -> float:
+    """Bits per weight ONNX Runtime's pre-packed copy holds: fp32 as packed; MatMulNBits
+    weights by their share of 8-bit blocks among 4-bit ones (from the stored bits)."""
+    if stored_bpw >= 16:
+        return ONNXRUNTIME_PACKED_BPW[32] * stored_bpw / 32
+    low, high = _NBITS_STORED_BPW
+    share8 = min(1.0, max(0.0, (stored_bpw - low) / (high - low)))
+    return ONNXRUNTIME_PACKED_BPW[4] * (1 - share8) + ONNXRUNTIME_PACKED_BPW[8] * share8
 
 
 def _buffers_onnxruntime(stored, precision, facts, layers, kv, prompt_tokens) -> float:
@@ -284,7 +296,8 @@ def _buffers_onnxruntime(stored, precision, facts, layers, kv, prompt_tokens) ->
     session first: its tables, counted in the overhead, stand in for part of the transient).
     While running, the arena: the prompt's logits (in the arena and again as numpy), its
     activations, and the KV copies of a decode step."""
-    load = (stored.head_read if stored.tied else 0.0) - tokenizer_bytes("onnxruntime", facts)
+    folded = stored.head_read * ONNXRUNTIME_PACKED_BPW[32] / 32 if stored.tied else 0.0
+    load = folded - tokenizer_bytes("onnxruntime", facts)  # 110.5 MB above the session's end
     logits = 2 * prompt_tokens * facts.vocab_size * F32
     run = logits + activation_bytes(facts, prompt_tokens, prompt_tokens)
     run += (ONNXRUNTIME_KV_COPIES - 1) * kv

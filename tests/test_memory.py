@@ -119,9 +119,15 @@ def test_onnxruntime_peak_is_load_or_run_whichever_is_larger():
     long = cpu(SMOLLM, "onnx", "int8", 192, prompt_tokens=1024)
     # a long prompt: its logits in the arena (and again as numpy) set it
     assert long.buffers_bytes > short.buffers_bytes + 2 * 900 * 49152 * 4
-    # the tied fp32 head is held as its packed transposed copy; the Gather's table stays mapped
+    # fp32 weights are held as MLAS's packed copies (the tied head's transposed one too), the
+    # Gather's table only in the file's mapping; 4-bit MatMulNBits pack below their stored size
+    # (their scales stay in the file) and 8-bit above it
     fp32 = cpu(SMOLLM, "onnx", "fp32", 192)
-    assert fp32.weights_held_bytes == fp32.weights_bytes
+    assert fp32.weights_held_bytes == pytest.approx(fp32.weights_bytes * 31.3 / 32, rel=0.001)
+    int4, int8 = cpu(SMOLLM, "onnx", "int4", 192), cpu(SMOLLM, "onnx", "int8", 192)
+    head = SMOLLM.embedding_parameters * 31.3 / 8
+    assert int4.weights_held_bytes - head == pytest.approx(SMOLLM.layer_parameters * 3.92 / 8, 1e-3)
+    assert int8.weights_held_bytes - head == pytest.approx(SMOLLM.layer_parameters * 9.56 / 8, 1e-3)
 
 
 def test_gpu_memory_is_weights_kv_and_the_cuda_runtime():

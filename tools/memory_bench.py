@@ -130,17 +130,20 @@ def check(bundle: Path) -> dict:
     return report
 
 
-BASELINES = {  # runtime -> (what its process holds before a model, its tokenizer's tables)
+BASELINES = {  # runtime -> (imports, the tokenizer, what the kit loads after the tokenizer)
     "llama.cpp": (
         "import llama_cpp; llama_cpp.llama_backend_init()",
         "p = llama_cpp.llama_model_default_params(); p.vocab_only = True; "
-        "llama_cpp.llama_model_load_from_file(os.path.join(MODEL, 'model.gguf').encode(), p)",
+        "kept = llama_cpp.llama_model_load_from_file("
+        "os.path.join(MODEL, 'model.gguf').encode(), p)",
+        "",
     ),
     "openvino": (
-        "import openvino, openvino_genai; openvino.Core(); openvino_genai.Tokenizer(MODEL)",
-        "devicekit.HFTokenizer(MODEL)",
+        "import openvino, openvino_genai; openvino.Core()",
+        "kept = devicekit.HFTokenizer(MODEL)",
+        "also = openvino_genai.Tokenizer(MODEL)",  # compiles the tokenizer models: the CPU plugin
     ),
-    "onnxruntime": ("import onnxruntime", "devicekit.HFTokenizer(MODEL)"),
+    "onnxruntime": ("import onnxruntime", "kept = devicekit.HFTokenizer(MODEL)", ""),
 }
 STATUS = (
     "def rss(key):\n"
@@ -150,17 +153,21 @@ STATUS = (
 
 
 def baseline(runtime: str, bundle: Path) -> dict:
-    """A fresh process that imports what the bundle's measuring child imports (check.py's
-    modules, numpy, devicekit, the runtime), then loads the tokenizer, and no model: its peak
-    RSS before the tokenizer (the runtime's fixed overhead) and what the tokenizer added."""
-    setup, tokenizer = BASELINES[runtime]
+    """A fresh process that does what the bundle's measuring child does before it loads a model,
+    in the kit's order: imports (check.py's modules, numpy, devicekit, the runtime), the
+    tokenizer, then what the runner loads after it. The fixed overhead is its peak RSS before
+    the tokenizer plus what came after; the tokenizer's tables are what the tokenizer added."""
+    setup, tokenizer, after = BASELINES[runtime]
     code = (
         f"{STATUS}import os, sys, json, hashlib, subprocess, tempfile, argparse, platform, time\n"
         f"sys.path.insert(0, {str(bundle)!r}); MODEL = {str(bundle / 'model')!r}\n"
         f"import numpy, devicekit, manifestkeys\n{setup}\n"
         "fixed, before = rss('VmHWM'), rss('VmRSS')\n"
         f"{tokenizer}\n"
-        "print(json.dumps({'overhead': fixed, 'tokenizer': rss('VmRSS') - before}))\n"
+        "tokenized = rss('VmRSS')\n"
+        f"{after}\n"
+        "print(json.dumps({'overhead': fixed + rss('VmRSS') - tokenized,"
+        " 'tokenizer': tokenized - before}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode != 0:

@@ -71,11 +71,12 @@ class Format:
 
 MB = 1_000_000
 
-# Overheads: peak RSS of a fresh process that imports what the kit's measuring process imports
-# (numpy, the kit, the runtime), before any model or tokenizer: llama.cpp with its backend
-# initialised 43 MB; OpenVINO with a Core and openvino-genai's Tokenizer (which compiles the
-# tokenizer models, loading the CPU plugin) 116 MB; ONNX Runtime 53 MB (tools/memory_bench.py
-# measures them again beside its table). KV elements: llama.cpp f16 K and V, its whole n_ctx
+# Overheads: peak RSS of a fresh process that does what the kit's measuring process does before
+# it loads a model, without the tokenizer (tools/memory_bench.py's baselines, printed beside its
+# table): llama.cpp imported with its backend initialised 44 MB; OpenVINO with a Core 68 MB plus
+# openvino-genai's Tokenizer, which compiles the tokenizer models and so loads the CPU plugin,
+# 43-48 MB (111-116 MB in three runs); ONNX Runtime 54 MB. The tokenizer's tables are counted
+# by edgepack.memory from the vocabulary size. KV elements: llama.cpp f16 K and V, its whole n_ctx
 # allocated and cleared at load; OpenVINO's CPU plugin reports KV_CACHE_PRECISION u8 (x86) with
 # an f32 scale and zero point per head and token (64 elements): 1.125 bytes; ONNX Runtime fp32.
 # Decode efficiencies come from FACTS.md's measurements on a 2-core x86 host (numpy read
@@ -84,9 +85,9 @@ MB = 1_000_000
 RUNTIMES = {
     r.name: r
     for r in (
-        Runtime("llama.cpp", "llama-cpp-python", 43 * MB, 2, 2, 0.8, 500 * MB, True),
-        Runtime("openvino", "openvino-genai", 116 * MB, 1.125, 2, 0.7),
-        Runtime("onnxruntime", "onnxruntime", 53 * MB, 4, 2, 0.6, 500 * MB),
+        Runtime("llama.cpp", "llama-cpp-python", 44 * MB, 2, 2, 0.8, 500 * MB, True),
+        Runtime("openvino", "openvino-genai", 113 * MB, 1.125, 2, 0.7),
+        Runtime("onnxruntime", "onnxruntime", 54 * MB, 4, 2, 0.6, 500 * MB),
     )
 }
 
