@@ -145,7 +145,7 @@ def distill(
     n_teacher = teacher_layers(teacher_dir)
     _check_numbers(steps, seq_len, batch, temperature, alpha, lr, save_steps, generate)
     check_files(data)
-    eval_name, eval_body = eval_text(eval_data)
+    eval_name, eval_body = eval_text(eval_data, builtin="project")
     latest, saved = latest_checkpoint(out), {}
     if resume:
         if latest is None:
