@@ -21,6 +21,6 @@ test-unit: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
 test-integration: setup
-	$(BIN)/python -m pytest -q -m integration
+	$(BIN)/python -m pytest -q -m integration --durations=25
 
 test: lint test-unit test-integration

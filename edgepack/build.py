@@ -25,7 +25,7 @@ from .model import ModelFacts, inspect_model
 from .planner import Candidate, plan
 from .profiles import Profile
 from .progress import Steps
-from .quality import cached_reference_eval, eval_text
+from .quality import EVAL_SCORED_TOKENS, cached_reference_eval, eval_text
 from .quality import measure as measure_quality
 from .reference import reference
 from .report import write_report
@@ -86,6 +86,7 @@ def build(
     cache_dir: Path | None = None,
     run_check: bool = True,
     eval_data: Path | None = None,
+    eval_tokens: int = EVAL_SCORED_TOKENS,
     candidates: int = 1,
     calibration: Path | None = None,
     allow_distill: bool = False,
@@ -141,7 +142,7 @@ def build(
         if source.facts.kind == "decoder":
             judge = source.teacher or source.model_dir
             source.eval_ref = cached_reference_eval(
-                judge, text_name, text, cache, trust_remote_code
+                judge, text_name, text, cache, trust_remote_code, eval_tokens
             )
 
     staged: list[Trial] = []

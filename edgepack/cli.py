@@ -202,6 +202,12 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
     help="Evaluation text for measured quality (default: the built-in one).",
 )
 @click.option(
+    "--eval-tokens",
+    type=click.IntRange(min=256),
+    help="Scored tokens of that text (default: 4096); fewer are quicker, with a wider interval, "
+    "and the gate judges the interval's lower bound.",
+)
+@click.option(
     "--calibration",
     type=click.Path(exists=True, dir_okay=False),
     help="Calibration text for data-aware quantization (default: the built-in one where a "
@@ -229,6 +235,7 @@ def build(
     no_check,
     candidates,
     eval_data,
+    eval_tokens,
     calibration,
     allow_distill,
     distill_steps,
@@ -254,6 +261,7 @@ def build(
             trust_remote_code=trust_remote_code,
             run_check=not no_check,
             eval_data=Path(eval_data) if eval_data else None,
+            **({"eval_tokens": eval_tokens} if eval_tokens else {}),
             candidates=candidates,
             calibration=Path(calibration) if calibration else None,
             allow_distill=allow_distill,

@@ -43,6 +43,7 @@ def gguf_bundle(tmp_path_factory):
     profile = tmp / "bench.toml"
     profile.write_text(text)
     args = ["--target", str(profile), "--format", "gguf", "--precision", "q8_0"]
+    args += ["--eval-tokens", "512"]  # the bench measures quality itself
     result = run_cli("build", *args, "--out", str(tmp / "out"), "--no-check", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     (built,) = json.loads(result.stdout)["bundles"]

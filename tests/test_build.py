@@ -17,6 +17,9 @@ from tests.conftest import PROFILES, ROOT, run_cli
 pytestmark = pytest.mark.integration
 
 VARIANTS = [("gguf", "q8_0"), ("openvino", "int8"), ("onnx", "int8")]
+# these builds test bundles, not the quality estimate (tests/test_quality.py judges the default
+# 4096 tokens): the smallest evaluation keeps them quick
+QUICK_EVAL = ("--eval-tokens", "512")
 
 
 def profile_file(tmp_path, name, **budget):
@@ -56,6 +59,7 @@ def bundles(tmp_path_factory, generous):
             fmt,
             "--precision",
             precision,
+            *QUICK_EVAL,
             "--out",
             str(out / fmt),
             "--json",
@@ -323,6 +327,7 @@ def test_killed_build_leaves_no_bundle(bundles, tmp_path, generous):
         "gguf",
         "--precision",
         "q8_0",
+        *QUICK_EVAL,
         "--out",
         str(out),
     ]
@@ -351,9 +356,8 @@ def test_killed_build_leaves_no_bundle(bundles, tmp_path, generous):
 
 def test_candidates_are_measured_and_reported(tmp_path, generous):
     out = tmp_path / "k3"
-    result = run_cli(
-        "build", "--target", str(generous), "--candidates", "3", "--out", str(out), "--json"
-    )
+    args = ["--target", str(generous), "--candidates", "3", *QUICK_EVAL]
+    result = run_cli("build", *args, "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     (bundle,) = json.loads(result.stdout)["bundles"]
     manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())

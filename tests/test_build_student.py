@@ -12,9 +12,11 @@ pytestmark = pytest.mark.integration
 
 
 def tight_profile(tmp_path, floor: float) -> Path:
-    """edge-4gb with a memory budget only a 23-layer student of the default model meets."""
+    """edge-4gb with a memory budget no more than a 23-layer student of the default model meets,
+    ranked by quality (the largest student that fits), whatever the floor."""
     text = (PROFILES / "edge-4gb.toml").read_text().replace('name = "edge-4gb"', 'name = "tiny"')
-    text = re.sub(r"^memory_gb = [^#\n]*", "memory_gb = 0.25 ", text, flags=re.M)
+    text = re.sub(r"^memory_gb = [^#\n]*", "memory_gb = 0.22 ", text, flags=re.M)
+    text = re.sub(r'^objective = "[a-z]*"', 'objective = "quality"', text, flags=re.M)
     text = re.sub(r"^min_quality = [^#\n]*", f"min_quality = {floor} ", text, flags=re.M)
     path = tmp_path / "tiny.toml"
     path.write_text(text)
@@ -33,12 +35,15 @@ def test_plan_needing_a_student_stops_with_the_distill_command(tmp_path):
 
 
 def test_allow_distill_builds_the_student_judged_against_the_teacher(tmp_path):
-    # a few steps do not make a good student: the floor is low, the figures are what matter
+    # two steps do not make a student (its perplexity on WikiText-2 is thousands of times the
+    # teacher's): the floor is all but zero, the figures are what matter
     out = tmp_path / "out"
     result = run_cli(
         "build",
         "--target",
-        str(tight_profile(tmp_path, 0.01)),
+        str(tight_profile(tmp_path, 1e-6)),
+        "--eval-tokens",
+        "512",
         "--allow-distill",
         "--distill-steps",
         "2",

@@ -97,6 +97,7 @@ def test_impossible_budget_exits_2_with_needs(tmp_path):
         (["inspect", "--model", "tests"], ["no config.json"]),
         (["plan", "--model", "tests/configs/llama-2-7b"], ["--target"]),
         (["frobnicate"], ["No such command"]),
+        (["build", "--target", "laptop", "--eval-tokens", "100"], ["--eval-tokens", "256"]),
     ],
 )
 def test_user_errors_are_one_line(args, fragments):
@@ -166,3 +167,10 @@ def test_default_model_plan():
     data = json.loads(result.stdout)
     assert data["model"]["num_parameters"] == 134_515_008
     assert data["chosen"]["student_layers"] is None
+
+
+def test_build_help_states_the_default_evaluation_size():
+    from edgepack.quality import EVAL_SCORED_TOKENS
+
+    result = run_cli("build", "--help")
+    assert f"(default: {EVAL_SCORED_TOKENS})" in " ".join(result.stdout.split())
