@@ -249,6 +249,15 @@ def build(
     from .tables import build_text
 
     profiles = [load_profile(t) for t in targets]
+    # the user's texts before the model: a bad one is refused before anything is loaded
+    if calibration:
+        from .calibration import calibration_text
+
+        calibration_text(calibration)
+    if eval_data:
+        from .evaltext import eval_text
+
+        eval_text(Path(eval_data))
     facts = _facts(model, allow_pickle, trust_remote_code)
     with _stdout_to_stderr():  # exporters and their libraries print; stdout is for the result
         results = run_build(

@@ -70,12 +70,12 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .errors import EdgepackError
+from .evaltext import BUILTIN_TEXTS, DEFAULT_TEXT, eval_text, first_tokens  # noqa: F401
 
 CHUNK_TOKENS = 512
 EVAL_SCORED_TOKENS = 4096  # the default size, chosen as the module's docstring says
@@ -85,13 +85,6 @@ TAIL_SAMPLES = 256  # tokens drawn from the rest of the reference's distribution
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95
-
-DEFAULT_TEXT = "wikitext-2-test"
-# builtin key -> (name recorded with the figures, packaged file)
-BUILTIN_TEXTS = {
-    "wikitext-2-test": ("wikitext-2-test", "data/wikitext-2/test.txt"),
-    "project": ("built-in", "data/eval.txt"),  # a text written for the project
-}
 
 
 @dataclass
@@ -120,27 +113,6 @@ class EvalReference:
         return self.top_logprobs
 
 
-def eval_text(path: str | Path | None = None, builtin: str = DEFAULT_TEXT) -> tuple[str, str]:
-    """(name, text) of the evaluation text: the user's file, else a packaged one: `builtin`
-    "wikitext-2-test" (the default) or "project" (edgepack/data/eval.txt, name "built-in")."""
-    if path is None:
-        if builtin not in BUILTIN_TEXTS:
-            raise ValueError(f"unknown built-in text {builtin!r}; one of {sorted(BUILTIN_TEXTS)}")
-        name, member = BUILTIN_TEXTS[builtin]
-        return name, resources.files("edgepack").joinpath(member).read_text(encoding="utf-8")
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EdgepackError(f"cannot read the evaluation text {path}: {exc}") from None
-    if len(text.split()) < 200:
-        raise EdgepackError(
-            f"evaluation text {path} has {len(text.split())} words; give at least 200 so that "
-            "perplexity means something"
-        )
-    return path.name, text
-
-
 def chunks(n_tokens: int, size: int = CHUNK_TOKENS) -> list[tuple[int, int]]:
     """Non-overlapping chunks; a shorter text is one chunk."""
     if n_tokens < 2 * 8:
@@ -159,21 +131,6 @@ def tokens_for(scored_tokens: int, size: int = CHUNK_TOKENS) -> int:
     """How many tokens of text give `scored_tokens` scored positions (whole chunks)."""
     per_chunk = size - 1 - (size // 2 - 1)
     return -(-scored_tokens // per_chunk) * size
-
-
-def first_tokens(encode, text: str, n: int) -> list[int]:
-    """The first n token ids of text, tokenizing only a prefix of it (a long text such as
-    WikiText-2 is 1.2 MB). The prefix ends at a line break and holds a margin of tokens beyond
-    n, so the ids equal those of the whole text's tokenization."""
-    size = max(n * 8, 4096)
-    while True:
-        if size >= len(text):
-            return list(encode(text))[:n]
-        cut = text.rfind("\n", 0, size) + 1 or size
-        ids = list(encode(text[:cut]))
-        if len(ids) >= n + 64:
-            return ids[:n]
-        size *= 2
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
