@@ -23,8 +23,9 @@ import os
 from functools import lru_cache
 
 from .formats.registry import FORMATS
+from .hardware import cpu_peak_ops, isa_class
 from .model import ModelFacts
-from .planner import Candidate, Prediction, cpu_peak_ops, isa_class, predict
+from .planner import Candidate, Prediction, predict
 from .profiles import Profile
 
 GB = 1e9

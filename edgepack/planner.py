@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .formats.registry import FORMATS, RUNTIMES, Format, Precision
+from .hardware import cpu_peak_ops, gpu_peak_ops
 from .memory import kv_bytes_per_token, resident, stored_weights
 from .model import ModelFacts
 from .profiles import Profile
@@ -31,19 +32,6 @@ GPU_COMPUTE_EFFICIENCY = 0.3
 # H100 (FACTS.md), 1.97 ms a token where reading its weights takes 0.05 ms: ~64 us per layer.
 GPU_LAYER_OVERHEAD_S = 64e-6
 
-# Peak ops per cycle per core of each ISA feature: (float path, int8 path).
-ISA_OPS_PER_CYCLE = {
-    "amx": (1024, 2048),
-    "avx512_vnni": (64, 256),
-    "avx512": (64, 128),
-    "avx_vnni": (32, 128),
-    "avx2": (32, 64),
-    "sse4_2": (16, 32),
-    "i8mm": (16, 128),
-    "sve": (16, 64),
-    "dotprod": (16, 64),
-    "neon": (16, 32),
-}
 # Prior relative perplexity increase of a distilled student keeping this share of a 7B model's
 # layers: depth-pruned + distilled 7B students (Minitron, Sheared-LLaMA) keep ~0.9 retention at
 # half depth. Scaled for smaller models as sqrt of the quantization size factor: this reproduces
@@ -355,24 +343,6 @@ def predict(
         compute_efficiency=compute_eff,
         token_overhead_s=token_overhead,
     )
-
-
-def cpu_peak_ops(cores: int, clock_ghz: float, isa, bits: int) -> float:
-    """Peak ops/s of a CPU: cores x clock x the best ISA feature's ops per cycle (int8 path
-    for weights of 8 bits or fewer)."""
-    path = 1 if bits <= 8 else 0
-    per_cycle = max(ISA_OPS_PER_CYCLE[f][path] for f in isa) if isa else 8
-    return cores * clock_ghz * 1e9 * per_cycle
-
-
-def gpu_peak_ops(gpu, bits: int) -> float:
-    return (gpu.int8_tops if bits <= 8 and gpu.int8 else gpu.fp16_tflops) * 1e12
-
-
-def isa_class(arch: str, isa) -> tuple[str, str]:
-    """What decides which kernels a runtime runs: the arch and its widest ISA feature."""
-    best = max(isa, key=lambda f: ISA_OPS_PER_CYCLE[f], default="none")
-    return (arch, best)
 
 
 def _student_loss(fraction: float) -> float:
