@@ -70,7 +70,7 @@ class Source:
 
     @property
     def student_layers(self) -> int | None:
-        from .distill import student_layers_from
+        from .student_report import student_layers_from
 
         return student_layers_from(self.model_dir) if self.teacher else None
 
@@ -100,7 +100,7 @@ def build(
     are measured against the teacher; without it the build stops before any work, naming the
     `edgepack distill` command that makes the student."""
     from .demo import cache_root
-    from .distill import teacher_of
+    from .student_report import teacher_of
 
     cache = cache_dir or cache_root()
     cal_text = calibration_text(calibration)[1] if calibration else None
@@ -282,7 +282,7 @@ def distil_student(model_dir: Path, layers: int, cache: Path, steps: int | None)
 
 
 def _student_message(model_dir: Path, profile: Profile, c: Candidate) -> str:
-    from .distill import command_line
+    from .student_report import command_line
 
     out = Path("students") / f"{model_name(model_dir)}-{c.student_layers}L"
     return (

@@ -47,7 +47,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import sys
 import time
@@ -56,8 +55,15 @@ from pathlib import Path
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
 from .distill_train import compare, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
+from .student_report import (  # noqa: F401 (the student's report, read by build and the CLI)
+    REPORT_FILE,
+    command_line,
+    read_report,
+    report_text,
+    student_layers_from,
+    teacher_of,
+)
 
-REPORT_FILE = "distill_report.json"
 CHECKPOINTS = "checkpoints"
 SCHEMA_VERSION = 1
 DEFAULT_STEPS = 200
@@ -364,63 +370,3 @@ def _weights_digest(model_dir: Path) -> str:
                 file_digest.update(block)
         digest.update(f"{path.name}:{file_digest.hexdigest()}\n".encode())
     return digest.hexdigest()
-
-
-def command_line(teacher_dir: Path, layers: int, out: Path) -> str:
-    """The `edgepack distill` command that makes a student of `layers` layers into out."""
-    from .demo import MODEL_NAME, cache_root
-
-    teacher_dir = Path(teacher_dir)
-    default = teacher_dir.name.startswith(MODEL_NAME) and (
-        teacher_dir.resolve().parent == (cache_root() / "models").resolve()
-    )
-    teacher = [] if default else ["--teacher", str(teacher_dir)]
-    return shlex.join(["edgepack", "distill", *teacher, "--layers", str(layers), "--out", str(out)])
-
-
-def read_report(model_dir: Path) -> dict | None:
-    """The distill_report.json of a distilled student, or None for any other directory."""
-    try:
-        report = json.loads((Path(model_dir) / REPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
-
-
-def student_layers_from(model_dir: Path) -> int | None:
-    """The layer count of a student made by `edgepack distill`, None if model_dir is not one."""
-    layers = ((read_report(model_dir) or {}).get("student") or {}).get("num_layers")
-    return layers if isinstance(layers, int) else None
-
-
-def teacher_of(model_dir: Path) -> Path | None:
-    """The teacher a student was distilled from, if the report names one that still exists."""
-    path = ((read_report(model_dir) or {}).get("teacher") or {}).get("path")
-    return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
-
-
-def report_text(report: dict) -> str:
-    """The short table printed after a distillation."""
-    e, s, t = report["evaluation"], report["student"], report["teacher"]
-    lines = [
-        f"{s['num_layers']}-layer student of a {t['num_layers']}-layer teacher, "
-        f"{report['training']['global_step']} steps, {report['wall_s']:.0f} s",
-        f"on {e['text']} evaluation text ({e['teacher']['tokens']} scored tokens, not trained on):",
-        f"{'model':<12} {'layers':>6} {'perplexity':>12} {'KL to teacher':>14} {'top-1':>7}",
-    ]
-    for name, n in (
-        ("teacher", t["num_layers"]),
-        ("undistilled", s["num_layers"]),
-        ("distilled", s["num_layers"]),
-    ):
-        f = e[name]
-        lines.append(
-            f"{name:<12} {n:>6} {f['perplexity']:>12.4g} {f['kl']:>14.4f} {f['top1']:>7.1%}"
-        )
-    h = report["held_out"]
-    lines.append(
-        f"held-out training text ({h['teacher']['tokens']} tokens): KL "
-        f"{h['undistilled']['kl']:.4f} -> {h['distilled']['kl']:.4f}, top-1 "
-        f"{h['undistilled']['top1']:.1%} -> {h['distilled']['top1']:.1%}"
-    )
-    return "\n".join(lines)

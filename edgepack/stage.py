@@ -97,7 +97,7 @@ def stage(
 
 def _distillation(source) -> dict:
     """What the manifest says about a distilled student: its teacher and how it was made."""
-    from .distill import read_report
+    from .student_report import read_report
 
     report = read_report(source.model_dir) or {}
     return {
