@@ -32,17 +32,15 @@ def profile_file(tmp_path, name, **budget):
     return path
 
 
+# budgets nothing misses, so that a test fails only the budget it sets
+GENEROUS = dict(
+    memory_gb=12, disk_gb=100, first_token_ms=120000, decode_tokens_per_s=0.5, min_quality=0.5
+)
+
+
 @pytest.fixture(scope="module")
 def generous(tmp_path_factory):
-    return profile_file(
-        tmp_path_factory.mktemp("profiles"),
-        "generous",
-        memory_gb=12,
-        disk_gb=100,
-        first_token_ms=120000,
-        decode_tokens_per_s=0.5,
-        min_quality=0.5,
-    )
+    return profile_file(tmp_path_factory.mktemp("profiles"), "generous", **GENEROUS)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +157,8 @@ def test_verify_passes_with_generous_budgets(bundles, fmt):
     ids=["1MB", "1e6tok/s"],
 )
 def test_tight_budgets_fail_naming_the_check(bundles, tmp_path, fmt, budget, failing):
-    tight = profile_file(tmp_path, "tight", **budget)
+    # every other budget generous, the decode floor too: a loaded host must not fail it
+    tight = profile_file(tmp_path, "tight", **{**GENEROUS, "decode_tokens_per_s": 0.01, **budget})
     args = ("verify", bundles[fmt]["path"], "--target", str(tight), "--repetitions", "1")
     result = run_cli(*args, "--json")
     assert result.returncode == 1, result.stdout[-2000:]
@@ -167,8 +166,9 @@ def test_tight_budgets_fail_naming_the_check(bundles, tmp_path, fmt, budget, fai
     assert report["pass"] is False
     failed = [c["name"] for c in report["checks"] if not c["pass"]]
     assert failed == [failing]
-    text = run_cli(*args)
-    assert text.returncode == 1 and f"FAIL {failing}" in text.stdout
+    if failing == "memory":  # the text report of the same check, once per format
+        text = run_cli(*args)
+        assert text.returncode == 1 and f"FAIL {failing}" in text.stdout
 
 
 def copy_bundle(bundles, tmp_path, fmt="gguf"):
