@@ -99,7 +99,7 @@ def tokenize(model_dir: Path, text: str) -> list[int]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return list(tok(text, add_special_tokens=False)["input_ids"])
+    return list(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def token_samples(
@@ -123,5 +123,5 @@ def text_samples(
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ids = list(tok(text, add_special_tokens=False)["input_ids"])
+    ids = list(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
     return [tok.decode(ids[s:e]) for s, e in windows(len(ids), samples, length)]

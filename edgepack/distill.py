@@ -283,7 +283,9 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
         return {}
     student = trainer.model
     note("measuring teacher, undistilled and distilled student")
-    ids = tokenizer(evaluation[1], add_special_tokens=False)["input_ids"][:MAX_EVAL_TOKENS]
+    ids = tokenizer(evaluation[1], add_special_tokens=False, verbose=False)["input_ids"][
+        :MAX_EVAL_TOKENS
+    ]
     undistilled = make_student(teacher, keep)
     models = {"undistilled": undistilled, "distilled": student}
     on_eval = compare(teacher, models, [(ids[a:b], scored(a, b)) for a, b in chunks(len(ids))])

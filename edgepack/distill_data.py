@@ -100,7 +100,9 @@ def tokenize_file(tokenizer, path: Path | None) -> np.ndarray:
     """All token ids of a file (None: the built-in training text), chunk by chunk."""
     pieces = [builtin_train_text()] if path is None else _chunks(path)
     arrays = [
-        np.asarray(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=np.int32)
+        np.asarray(
+            tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int32
+        )
         for p in pieces
         if p.strip()
     ]
@@ -138,7 +140,9 @@ def load_text(tokenizer, paths: list[Path], seq_len: int) -> TrainingText:
 
 def add_generated(text: TrainingText, tokenizer, generated: str) -> TrainingText:
     """Teacher-generated text as extra training windows (never held out)."""
-    extra = np.asarray(tokenizer(generated, add_special_tokens=False)["input_ids"], np.int32)
+    extra = np.asarray(
+        tokenizer(generated, add_special_tokens=False, verbose=False)["input_ids"], np.int32
+    )
     windows = _windows(extra, text.train.shape[1])
     return TrainingText(
         np.concatenate([windows, text.train]), text.held_out, text.files, len(extra)

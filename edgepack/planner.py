@@ -149,8 +149,8 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         for precision in fmt.precisions
     ]
     undistilled = [c for c in candidates if c.feasible and c.student_layers is None]
-    best = max((c.predicted.quality for c in undistilled or candidates if c.feasible), default=0)
-    feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile, best))
+    pool = undistilled or [c for c in candidates if c.feasible]
+    feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile, pool))
     ranked = [_with_rank(c, i + 1) for i, c in enumerate(feasible)]
     rejected = [c for c in candidates if not c.feasible]
     notes = []
@@ -183,20 +183,29 @@ def _with_rank(c: Candidate, rank: int) -> Candidate:
     return Candidate(**{**c.__dict__, "rank": rank})
 
 
-def _rank_key(profile: Profile, best_quality: float):
+def _speed(c: Candidate) -> float:
+    return c.predicted.decode_tokens_per_s or 1000.0 / c.predicted.first_token_ms
+
+
+def _rank_key(profile: Profile, pool: list[Candidate]):
+    """The ranking key, with the best quality, memory and speed of the undistilled feasible
+    candidates (of all feasible ones when none is undistilled)."""
+    best_quality = max((c.predicted.quality for c in pool), default=0)
+    best_memory = min((c.predicted.memory_bytes for c in pool), default=None)
+    best_speed = max((_speed(c) for c in pool), default=None)
+
     def key(c: Candidate):
-        p = c.predicted
-        speed = p.decode_tokens_per_s or 1000.0 / p.first_token_ms
-        preference = profile.runtimes.prefer.index(c.runtime)
         return rank_key(
             profile.objective,
-            p.quality,
-            speed,
-            p.memory_bytes,
+            c.predicted.quality,
+            _speed(c),
+            c.predicted.memory_bytes,
             best_quality,
             profile.quality_tolerance,
-            preference,
+            profile.runtimes.prefer.index(c.runtime),
             distilled=c.student_layers is not None,
+            best_memory=best_memory,
+            best_speed=best_speed,
         )
 
     return key

@@ -199,7 +199,7 @@ def reference_eval(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = lambda s: tok(s, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
     ids = first_tokens(encode, text, tokens_for(scored_tokens))
     parts = chunks(len(ids))
     model = AutoModelForCausalLM.from_pretrained(

@@ -193,9 +193,7 @@ def gate(profile: Profile, trial: Trial) -> list[str]:
     if trial.candidate.device == "cpu" and peak and peak > budget.memory_gb * GB:
         reasons.append(f"measured peak memory {peak / GB:.2f} GB > {budget.memory_gb:g} GB")
     if trial.disk_bytes > budget.disk_gb * GB:
-        reasons.append(
-            f"bundle {trial.disk_bytes / GB:.2f} GB > disk budget {budget.disk_gb:g} GB"
-        )
+        reasons.append(f"bundle {trial.disk_bytes / GB:.2f} GB > disk budget {budget.disk_gb:g} GB")
     return reasons
 
 
@@ -208,10 +206,19 @@ def choose(profile: Profile, trials: list[Trial]) -> Trial | None:
         return None
     tolerance = profile.quality_tolerance
     best_quality = max(t.retention for t in accepted)
+    best_memory = min(t.memory for t in accepted)
+    best_speed = max(t.speed for t in accepted)
 
     def key(t: Trial):
         return rank_key(
-            profile.objective, t.retention, t.speed, t.memory, best_quality, tolerance
+            profile.objective,
+            t.retention,
+            t.speed,
+            t.memory,
+            best_quality,
+            tolerance,
+            best_memory=best_memory,
+            best_speed=best_speed,
         )
 
     best = min(accepted, key=key)

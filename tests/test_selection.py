@@ -70,6 +70,13 @@ DEMO = [
     ("onnx int8", 0.996, 428, 57.0),
 ]
 
+# make demo for edge-4gb (size objective), as measured on the 2-core build host
+EDGE = [
+    ("gguf q5_k_m", 0.919, 233, 58.1),
+    ("gguf q4_k_m", 0.963, 235, 60.3),
+    ("gguf q4_k_m_mixed", 0.960, 237, 61.2),
+]
+
 TABLE = [
     # objective, tolerance, trials, chosen
     ("quality", 0.01, DEMO, "gguf q8_0"),  # within a point: fastest, then least memory
@@ -84,6 +91,18 @@ TABLE = [
     # same memory and speed: retention decides
     ("speed", 0.0, [("gguf q6_k", 0.97, 200, 80.0), ("gguf q8_0", 0.99, 200, 80.0)],
      "gguf q8_0"),
+    # make demo for edge-4gb, measured: 2 MB of 235 is not worth 4 points of retention; of the
+    # two within the quality tolerance, at speeds within the speed tolerance, the smaller
+    ("size", 0.01, EDGE, "gguf q4_k_m"),
+    ("size", 0.0, EDGE, "gguf q4_k_m"),
+    # past the memory tolerance the smaller wins, whatever it loses within the floor
+    ("size", 0.01, [("gguf q4_0", 0.86, 220, 60.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
+     "gguf q4_0"),
+    # speeds within the speed tolerance are equal for the speed objective: retention decides
+    ("speed", 0.01, [("gguf q4_0", 0.86, 220, 64.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
+     "gguf q4_k_m"),
+    ("speed", 0.01, [("gguf q4_0", 0.86, 220, 70.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
+     "gguf q4_0"),
 ]
 
 
@@ -154,6 +173,21 @@ def test_rank_key_tolerance_and_ties():
     assert key("quality", 0.990, 10, 1) < key("quality", 0.999, 9, 1)  # within the tolerance
     assert key("quality", 0.980, 10, 1) > key("quality", 0.999, 9, 1)  # outside it
     assert key("size", 0.9, 10, 1) < key("size", 0.99, 10, 2)
+    # memories within 5 % of the smallest and speeds within 10 % of the fastest are equal
+    near = dict(best_memory=100, best_speed=10)
+    assert rank_key("size", 0.99, 10, 104, 0.999, 0.01, **near) < rank_key(
+        "size", 0.90, 10, 100, 0.999, 0.01, **near
+    )
+    assert rank_key("size", 0.99, 10, 106, 0.999, 0.01, **near) > rank_key(
+        "size", 0.90, 10, 100, 0.999, 0.01, **near
+    )
+    assert rank_key("speed", 0.999, 9.1, 100, 0.999, 0.01, **near) < rank_key(
+        "speed", 0.90, 10, 100, 0.999, 0.01, **near
+    )
+    # among equals, the objective's own raw figure decides
+    assert rank_key("size", 0.99, 10, 101, 0.999, 0.01, **near) < rank_key(
+        "size", 0.99, 10, 103, 0.999, 0.01, **near
+    )
     # a student comes after every undistilled candidate, whatever the objective
     assert key("size", 0.9, 10, 1) < key("size", 0.9, 10, 0.5, distilled=True)
 
