@@ -1,7 +1,7 @@
 """Benchmark edgepack bundles against what a user would run instead, on this machine.
 
     .venv/bin/python tools/bench.py BUNDLE [BUNDLE ...] [--tokens N] [--prompt-tokens N]
-        [--repetitions N] [--threads N] [--target NAME|FILE] [--eval-data FILE]
+        [--repetitions N] [--rounds N] [--threads N] [--target NAME|FILE] [--eval-data FILE]
         [--eval-tokens N] [--json] [--save FILE]
 
 For each bundle, on the same prompts, with the same thread count:
@@ -17,8 +17,11 @@ For each bundle, on the same prompts, with the same thread count:
            OpenVINO also against raw openvino-genai's cold first token).
 Each variant runs in its own process (runtimes can crash each other, and memory is only
 meaningful per process): load, one warm-up, then repetitions; p50 of first-token latency and
-decode tokens/s; the child's peak RSS comes from the operating system when it exits (os.wait4:
-the same accounting check.py reads, per child).
+decode tokens/s. --rounds N runs the raw, runner and check variants N times, interleaved (round
+r starts at the r-th variant), so that a noisy host's drift falls on all of them alike: the p50s
+are over every round, and the check and runner ratios to raw are also given round by round.
+The child's peak RSS comes from the operating system when it exits (os.wait4: the same
+accounting check.py reads, per child).
 Cold prompts: the warm-up and every repetition get their own prompt of --prompt-tokens ids, cut
 from the evaluation text at different offsets, each starting on a token no other starts on, so
 no runtime has seen a prefix of it in that process (openvino-genai reuses the KV cache of a
@@ -216,6 +219,25 @@ def speed(report: dict, baseline_tokens: list[int] | None) -> dict:
     return figures
 
 
+def merge_rounds(reports: list[dict]) -> dict:
+    """One variant's reports of every round as one: the per-repetition lists joined (their p50
+    is over every repetition of every round), check.py's p50s as the median of its rounds, the
+    highest peak, and each round's p50s kept ("by_round") for paired ratios."""
+    dec, ftk = "decode_tokens_per_s", "first_token_ms"
+    out = dict(reports[0])
+    if dec in out and isinstance(out[dec], list):  # a child's own repetitions
+        for key in (dec, ftk, "prompt_tokens_processed"):
+            out[key] = [x for r in reports for x in r[key]]
+        out["by_round"] = {k: [p50(r[k]) for r in reports] for k in (dec, ftk)}
+    else:  # check.py: its own p50s
+        for key in (f"{dec}_p50", f"{ftk}_p50"):
+            out[key] = p50([r[key] for r in reports])
+        out["by_round"] = {k: [r[f"{k}_p50"] for r in reports] for k in (dec, ftk)}
+    out["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in reports)
+    out["rounds"] = len(reports)
+    return out
+
+
 def ratios(entry: dict) -> dict:
     v, q, size = entry["variants"], entry["quality"], entry["size"]
     base, runner = v["baseline"], v["runner"]
@@ -233,6 +255,9 @@ def ratios(entry: dict) -> dict:
         for who in ("runner", "check"):
             out[f"{who}_vs_{key}_decode"] = v[who][dec] / raw[dec]
             out[f"{who}_vs_{key}_first_token"] = v[who][ftk] / raw[ftk]
+            by_round = [v[who]["by_round"], raw["by_round"]]
+            rounds = zip(*(r["decode_tokens_per_s"] for r in by_round), strict=True)
+            out[f"{who}_vs_{key}_decode_by_round"] = [a / b for a, b in rounds]
         out[f"runner_minus_{key}_first_token_ms"] = runner[ftk] - raw[ftk]
     return out
 
@@ -272,21 +297,28 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
         base_tokens, base = baselines[source]
         variants = {"baseline": {"label": "transformers fp32 (source model)"} | base}
         model_dir = str(Path(b["bundle"]) / "model")
-        for key, variant, label in RAW[b["runtime"]]:
-            log(f"{b['name']}: {label}")
-            raw = run_child(
-                spec | {"variant": variant, "model_dir": model_dir, "n_ctx": N_CTX}, scratch
-            )
-            variants[key] = {"label": label} | speed(raw, base_tokens)
-            variants[key]["quality"] = "the runner's: same artifact, same logits"
-        log(f"{b['name']}: edgepack runner")
         kit = {"bundle": b["bundle"], "runtime": b["runtime"]}
-        runner = run_child(spec | kit | {"variant": "runner"}, scratch)
-        variants["runner"] = {"label": "edgepack runner"} | speed(runner, base_tokens)
-        log(f"{b['name']}: the bundle's check.py")
+        timed = [
+            (key, spec | {"variant": variant, "model_dir": model_dir, "n_ctx": N_CTX}, label)
+            for key, variant, label in RAW[b["runtime"]]
+        ]
+        timed.append(("runner", spec | kit | {"variant": "runner"}, "edgepack runner"))
         check = {"variant": "check", "cwd": str(scratch), "threads": args.threads or 0}
-        check = run_child(kit | check | {"repetitions": args.repetitions}, scratch)
-        variants["check"] = {"label": "the bundle's check.py"} | check
+        check |= kit | {"repetitions": args.repetitions}
+        timed.append(("check", check, "the bundle's check.py"))
+        runs = {key: [] for key, _, _ in timed}
+        for r in range(args.rounds):  # round r starts at variant r: each takes every place
+            for key, child, label in timed[r % len(timed) :] + timed[: r % len(timed)]:
+                log(f"{b['name']}: {label}" + (f" (round {r + 1})" if args.rounds > 1 else ""))
+                runs[key].append(run_child(child, scratch))
+        for key, _, label in timed:
+            merged = merge_rounds(runs[key])
+            variants[key] = {"label": label} | (
+                merged if key == "check" else speed(merged, base_tokens)
+            )
+            if key.startswith("raw"):
+                variants[key]["quality"] = "the runner's: same artifact, same logits"
+        check = variants["check"]
         log(f"{b['name']}: before and after calibration")
         calibrate = {"variant": "calibrate", "target": args.target, "measured": check["measured"]}
         calibrated = run_child(kit | calibrate, scratch)
@@ -319,6 +351,7 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
             "prompt_tokens": args.prompt_tokens,
             "new_tokens": args.tokens,
             "repetitions": args.repetitions,
+            "rounds": args.rounds,
             "warmup_new_tokens": 8,
             "threads": threads,
             "threads_from": THREADS_FROM[(args.threads is not None) + (threads == 0)],
@@ -340,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (128)")
     parser.add_argument("--repetitions", type=int, default=5, help="timed runs (5)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the raw, runner and check variants this many times, interleaved, each round "
+        "starting at the next variant; ratios are also given per round (1)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="threads for every variant (default: every core this process may run on; 0: each "
@@ -351,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--save", metavar="FILE", help="also write the JSON document to FILE")
     args = parser.parse_args(argv)
-    for name in ("tokens", "prompt_tokens", "repetitions", "eval_tokens"):
+    for name in ("tokens", "prompt_tokens", "repetitions", "rounds", "eval_tokens"):
         if getattr(args, name) < (2 if name == "tokens" else 1):
             parser.error(f"--{name.replace('_', '-')} is too small")
     if args.prompt_tokens + args.tokens > N_CTX:

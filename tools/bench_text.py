@@ -73,10 +73,16 @@ def table(entry: dict, s: dict) -> str:
         + "".join(f", {v[k]['label']} {r[f'{k}_decode_vs_fp32']:.2f}x" for k in raws)
     )
     for k, who in ((k, who) for k in raws for who in ("runner", "check")):
+        by_round = r.get(f"{who}_vs_{k}_decode_by_round") or []
         lines.append(
             f"          {who} vs {v[k]['label']}: decode {r[f'{who}_vs_{k}_decode']:.2f}x, "
             f"first token {r[f'{who}_vs_{k}_first_token']:.2f}x"
             + (f" ({r[f'runner_minus_{k}_first_token_ms']:+.1f} ms)" if who == "runner" else "")
+            + (
+                f"; decode by round {' '.join(f'{x:.2f}' for x in by_round)}"
+                if len(by_round) > 1
+                else ""
+            )
         )
     lines.append(
         f"          perplexity vs fp32: {r['perplexity_vs_fp32']:.4f}x "
