@@ -355,14 +355,14 @@ def test_killed_build_leaves_no_bundle(bundles, tmp_path, generous):
 
 
 def test_candidates_are_measured_and_reported(tmp_path, generous):
-    out = tmp_path / "k3"
-    args = ["--target", str(generous), "--candidates", "3", *QUICK_EVAL]
+    out = tmp_path / "k2"
+    args = ["--target", str(generous), "--candidates", "2", *QUICK_EVAL]  # 2: quicker than 3
     result = run_cli("build", *args, "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     (bundle,) = json.loads(result.stdout)["bundles"]
     manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
     rows = manifest["candidates_measured"]
-    assert len(rows) == 3
+    assert len(rows) == 2
     assert [r["chosen"] for r in rows].count(True) == 1
     chosen = next(r for r in rows if r["chosen"])
     assert (chosen["format"], chosen["precision"]) == (bundle["format"], bundle["precision"])

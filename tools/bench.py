@@ -233,6 +233,8 @@ def merge_rounds(reports: list[dict]) -> dict:
         for key in (f"{dec}_p50", f"{ftk}_p50"):
             out[key] = p50([r[key] for r in reports])
         out["by_round"] = {k: [r[f"{k}_p50"] for r in reports] for k in (dec, ftk)}
+        pooled = {k: out[k] for k in (f"{dec}_p50", f"{ftk}_p50")}
+        out["measured"] = dict(out.get("measured") or {}) | pooled  # what calibrate reads
     out["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in reports)
     out["rounds"] = len(reports)
     return out
