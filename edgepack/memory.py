@@ -6,7 +6,8 @@ of the process that runs the model, as the sum of
   llama.cpp's populated mmap and repacked copies, OpenVINO's mapped file beside the compiled
   weights at the execution precision, ONNX Runtime's pre-packed GEMM weights);
 - KV cache: 2 x layers x KV heads x head dim x the runtime's element bytes x the tokens it holds
-  (llama.cpp preallocates its whole context; openvino-genai and ONNX Runtime grow it);
+  (llama.cpp preallocates its whole context, sliding-window layers at their window;
+  openvino-genai and ONNX Runtime grow it);
 - buffers: compute buffers, arenas, output buffers, the runtime's tokenizer tables;
 - overhead: what the process holds before it loads a model: the interpreter, numpy, the
   runtime's shared libraries (Runtime.overhead_bytes) and the tokenizer's tables.
@@ -153,10 +154,29 @@ class Memory:
 
 
 def kv_bytes_per_token(facts: ModelFacts, layers: int | None, element_bytes: float) -> float:
+    """KV-cache bytes one token adds across the layers kept (every layer within its window)."""
     if facts.kind != "decoder":
         return 0.0
     kept = layers or facts.num_layers
     return 2 * kept * facts.num_key_value_heads * facts.head_dim * element_bytes
+
+
+def kv_cache_bytes(
+    facts: ModelFacts, layers: int | None, element_bytes: float, tokens: int, runtime: Runtime
+) -> int:
+    """The KV cache of `tokens` tokens: full-attention layers hold every token, sliding-window
+    layers, where the runtime caches them at their window, min(tokens, window + slack padded
+    to 256) cells (llama.cpp's SWA cache)."""
+    per_token = kv_bytes_per_token(facts, layers, element_bytes)
+    if not (facts.sliding_layers and facts.model_type in runtime.windowed_kv):
+        return int(per_token * tokens)
+    share = facts.sliding_layers / facts.num_layers  # a student keeps layers evenly spread
+    cells = min(tokens, _pad(facts.sliding_window + runtime.kv_window_slack, 256))
+    return int(per_token * ((1 - share) * tokens + share * cells))
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
 
 
 def resident(
@@ -173,7 +193,7 @@ def resident(
     stored = stored_weights(facts, precision, layers)
     weights = stored.total
     if device == "gpu":
-        kv = int(kv_bytes_per_token(facts, layers, runtime.kv_bytes_gpu) * context_tokens)
+        kv = kv_cache_bytes(facts, layers, runtime.kv_bytes_gpu, context_tokens, runtime)
         overhead = runtime.gpu_overhead_bytes
         total = weights + kv + overhead
         arithmetic = (
@@ -184,8 +204,7 @@ def resident(
         return Memory(
             device, context_tokens, weights, weights, kv, 0, overhead, total, host, arithmetic
         )
-    kv_token = kv_bytes_per_token(facts, layers, runtime.kv_bytes_cpu)
-    kv = int(kv_token * context_tokens)
+    kv = kv_cache_bytes(facts, layers, runtime.kv_bytes_cpu, context_tokens, runtime)
     model = RUNTIME_MODELS[runtime.name]
     held = int(model.held(stored, precision, facts))
     buffers = int(model.buffers(stored, precision, facts, layers, kv, prompt_tokens))

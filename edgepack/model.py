@@ -14,8 +14,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ModelError, UnsupportedModelError
-from .formats.registry import DECODERS, ENCODERS, formats_for
+from .errors import ModelError
+from .formats.registry import formats_for
+from .modelconfig import count_from_config, shape_from_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MAX_HEADER_BYTES = 100_000_000
@@ -36,6 +37,7 @@ SAFETENSORS_DTYPES = {
 _EMBED = re.compile(r"(embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$")
 _HEAD = re.compile(r"(^|\.)(lm_head|embed_out)\.weight$")
 _LAYER = re.compile(r"\.(layers|h|layer|blocks)\.\d+\.")
+_EXPERT = re.compile(r"\.experts\.")  # routed experts (a shared_expert is not one)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,19 @@ class ModelFacts:
     weights: str  # "safetensors", "pickle" or "none"
     formats: tuple[str, ...]
     remote_code: bool = False
+    num_experts: int = 0  # routed experts per MoE layer; 0 for a dense model
+    experts_per_token: int = 0  # experts each token is routed to
+    expert_parameters: int = 0  # all routed experts of all layers (part of layer_parameters)
+    sliding_window: int = 0  # tokens a sliding-window layer attends to; 0 when none
+    sliding_layers: int = 0  # layers that attend within the window
+
+    @property
+    def active_parameters(self) -> int:
+        """Parameters each token computes with: all but the experts it is not routed to."""
+        if not self.num_experts:
+            return self.num_parameters
+        idle = self.expert_parameters * (1 - self.experts_per_token / self.num_experts)
+        return int(self.num_parameters - idle)
 
     @property
     def other_parameters(self) -> int:
@@ -77,6 +92,7 @@ class ModelFacts:
         data = asdict(self)
         data["formats"] = list(self.formats)
         data["other_parameters"] = self.other_parameters
+        data["active_parameters"] = self.active_parameters
         return data
 
     @classmethod
@@ -110,7 +126,7 @@ def inspect_model(
             f"{root} needs its own Python code (config.json has auto_map); edgepack runs it only "
             "with --trust-remote-code, after you have read that code"
         )
-    shape = _shape_from_config(config, config_path)
+    shape = shape_from_config(config, config_path)
 
     safetensors_files = sorted(root.glob("*.safetensors"))
     pickle_files = sorted(p for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -137,7 +153,7 @@ def inspect_model(
         counts = _count_from_tensors(tensors)
         dtype = _dominant_dtype(tensors)
     else:
-        counts = _count_from_config(shape, config)
+        counts = count_from_config(shape, config)
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
     disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -154,98 +170,6 @@ def inspect_model(
     )
 
 
-def _shape_from_config(config: dict, where: Path) -> dict:
-    model_type = config.get("model_type")
-    if not isinstance(model_type, str):
-        raise ModelError(f"{where} has no model_type")
-    archs = config.get("architectures") or []
-    architecture = archs[0] if archs and isinstance(archs[0], str) else model_type
-
-    def pick(*keys, default=None):
-        for key in keys:
-            value = config.get(key)
-            if value is not None:
-                return value
-        if default is not None:
-            return default
-        raise ModelError(f"{where} lacks {keys[0]}, which edgepack needs to size the model")
-
-    hidden = pick("hidden_size", "n_embd", "d_model", "dim")
-    heads = pick("num_attention_heads", "n_head", "n_heads")
-    if model_type in ENCODERS or not (
-        architecture.endswith("ForCausalLM") or model_type in DECODERS
-    ):
-        kind = "encoder" if model_type in ENCODERS else "unknown"
-    else:
-        kind = "decoder"
-    shape = {
-        "architecture": architecture,
-        "model_type": model_type,
-        "kind": kind,
-        "num_layers": pick("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
-        "hidden_size": hidden,
-        "intermediate_size": pick("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
-        or 4 * hidden,
-        "num_attention_heads": heads,
-        "num_key_value_heads": pick("num_key_value_heads", "num_kv_heads", default=heads),
-        "head_dim": pick("head_dim", default=hidden // heads) or hidden // heads,
-        "vocab_size": pick("vocab_size"),
-        "max_position_embeddings": pick("max_position_embeddings", "n_positions", default=0),
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", kind != "encoder")),
-    }
-    for key, value in shape.items():
-        if key in ("architecture", "model_type", "kind", "tie_word_embeddings"):
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ModelError(f"{where}: {key} must be a non-negative integer, got {value!r}")
-    if kind == "unknown":
-        raise UnsupportedModelError(
-            f"{architecture} (model_type {model_type}) is not a model edgepack can package; "
-            f"supported model types: {', '.join(sorted(DECODERS | ENCODERS))}"
-        )
-    if model_type == "gpt2":
-        shape["tie_word_embeddings"] = True  # GPT-2's head is its token embedding
-    elif model_type in ENCODERS:
-        shape["tie_word_embeddings"] = False  # encoders export without a language-model head
-    return shape
-
-
-def _count_from_config(shape: dict, config: dict) -> dict:
-    """Parameter count of a standard transformer from its config (no weights present)."""
-    h, inter, vocab = shape["hidden_size"], shape["intermediate_size"], shape["vocab_size"]
-    q_dim = shape["num_attention_heads"] * shape["head_dim"]
-    kv_dim = shape["num_key_value_heads"] * shape["head_dim"]
-    model_type = shape["model_type"]
-    embedding = vocab * h
-    if model_type in ENCODERS or model_type == "gpt2":
-        # biased q/k/v/o and a two-matrix MLP, two LayerNorms with bias
-        attention = 4 * (h * h + h)
-        mlp = h * inter + inter + inter * h + h
-        layer = attention + mlp + 4 * h
-        other = config.get("max_position_embeddings", config.get("n_positions", 0)) * h
-        if model_type in ENCODERS:
-            other += config.get("type_vocab_size", 0) * h + 2 * h + h * h + h  # LN + pooler
-        else:
-            other += 2 * h
-    else:
-        bias = (q_dim + 2 * kv_dim) if model_type == "qwen2" or config.get("attention_bias") else 0
-        attention = h * q_dim + 2 * h * kv_dim + q_dim * h + bias
-        mlp = 3 * h * inter  # gated MLP: gate, up, down
-        norms = 2 * h
-        if model_type == "qwen3":
-            norms += 2 * shape["head_dim"]  # q_norm and k_norm
-        layer = attention + mlp + norms
-        other = h  # final norm
-    head = 0 if shape["tie_word_embeddings"] else vocab * h
-    layers = layer * shape["num_layers"]
-    return {
-        "num_parameters": embedding + head + layers + other,
-        "embedding_parameters": embedding,
-        "head_parameters": head,
-        "layer_parameters": layers,
-    }
-
-
 def _count_from_tensors(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> dict:
     counts = Counter()
     for name, (dtype, dims) in tensors.items():
@@ -256,6 +180,8 @@ def _count_from_tensors(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> dict
             n *= d
         if _LAYER.search(name):
             counts["layer"] += n
+            if _EXPERT.search(name):
+                counts["expert"] += n
         elif _EMBED.search(name):
             counts["embedding"] += n
         elif _HEAD.search(name):
@@ -263,10 +189,11 @@ def _count_from_tensors(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> dict
         else:
             counts["other"] += n
     return {
-        "num_parameters": sum(counts.values()),
+        "num_parameters": counts["layer"] + counts["embedding"] + counts["head"] + counts["other"],
         "embedding_parameters": counts["embedding"],
         "head_parameters": counts["head"],
         "layer_parameters": counts["layer"],
+        "expert_parameters": counts["expert"],
     }
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from .formats.registry import FORMATS, RUNTIMES, Format, Precision
 from .hardware import cpu_peak_ops, gpu_peak_ops
-from .memory import kv_bytes_per_token, resident, stored_weights
+from .memory import kv_cache_bytes, resident, stored_weights
 from .model import ModelFacts
 from .profiles import Profile
 from .ranking import rank_key
@@ -37,6 +37,11 @@ GPU_LAYER_OVERHEAD_S = 64e-6
 # half depth. Scaled for smaller models as sqrt of the quantization size factor: this reproduces
 # FACTS.md's 135M measurements (half depth: 0.84 retention; quarter depth: 0.51).
 STUDENT_LOSS_7B = ((0.25, 0.33), (0.5, 0.09), (0.75, 0.04), (1.0, 0.0))
+# A mixture-of-experts model reads only the experts each token is routed to, but which ones
+# changes from token to token: the runtime cannot stream ahead across them. Each expert matrix
+# is still contiguous (Qwen3-30B-A3B: 1.6M weights, ~0.9 MB at 4.5 bpw), so the reads stay
+# long. Prior: expert bytes are read at 0.8 of the runtime's dense efficiency, until measured.
+MOE_EXPERT_READ_EFFICIENCY = 0.8
 
 
 @dataclass(frozen=True)
@@ -298,7 +303,7 @@ def predict(
         layer_params + facts.embedding_parameters + facts.head_parameters + facts.other_parameters
     )
     kv_elem = runtime.kv_bytes_gpu if on_gpu else runtime.kv_bytes_cpu
-    kv_per_token = kv_bytes_per_token(facts, layers, kv_elem)
+    kv_decode = kv_cache_bytes(facts, layers, kv_elem, DECODE_CONTEXT, runtime)
     held = resident(
         facts, precision, layers, runtime, "gpu" if on_gpu else "cpu", profile.budget.context_tokens
     )
@@ -315,18 +320,29 @@ def predict(
         bw_eff, compute_eff = efficiency or (runtime.bandwidth_efficiency, CPU_COMPUTE_EFFICIENCY)
         bandwidth = hw.memory_bandwidth_gbs * GB * bw_eff
         compute = cpu_peak_ops(hw.cores, hw.clock_ghz, hw.isa, precision.bits) * compute_eff
+    # a token computes with the dense part of each block and its routed experts only
+    expert_share = facts.expert_parameters / max(facts.layer_parameters, 1)
+    routed = facts.experts_per_token / facts.num_experts if facts.num_experts else 0.0
+    dense_blocks = block_bytes * (1 - expert_share)
+    expert_reads = block_bytes * expert_share * routed / MOE_EXPERT_READ_EFFICIENCY
+    active_layers = layer_params * (1 - expert_share * (1 - routed))
     active = (
-        layer_params
+        active_layers
         + facts.head_parameters
         + (facts.embedding_parameters if facts.tie_word_embeddings else 0)
     )
-    read_per_token = block_bytes + head_bits / 8 + kv_per_token * DECODE_CONTEXT
+    read_per_token = dense_blocks + expert_reads + head_bits / 8 + kv_decode
     prefill_s = 2 * active * PROMPT_TOKENS / compute + read_per_token / bandwidth
     decode = None
     if facts.kind == "decoder":
         decode = 1.0 / max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
 
+    # a mixture of experts loses to quantization like a dense model of the geometric mean of
+    # its total and active sizes (a common dense-equivalent rule; a prior until measured)
     size = max(parameters, 1)
+    if facts.num_experts:
+        idle = layer_params * expert_share * (1 - routed)
+        size = max(math.sqrt(parameters * (parameters - idle)), 1)
     quant_factor = min(10.0, max(0.5, math.sqrt(7e9 / size)))
     quant_loss = precision.loss_7b * quant_factor
     student_loss = _student_loss(kept / facts.num_layers) * math.sqrt(quant_factor)
@@ -402,15 +418,26 @@ def _needs(facts: ModelFacts, profile: Profile, candidates: list[Candidate]) -> 
 
 
 def _largest_student_that_fits(facts: ModelFacts, profile: Profile) -> int | None:
-    """The most layers any runnable format and precision fits into the memory and disk budgets."""
+    """The most layers any runnable format and precision fits into the memory and disk budgets
+    (memory grows with the layers kept: a binary search)."""
     if facts.kind != "decoder":
         return None
-    for layers in range(facts.num_layers - 1, 0, -1):
+
+    def fits(layers: int) -> bool:
         for fmt in FORMATS.values():
             if fmt.name not in facts.formats:
                 continue
             for precision in fmt.precisions:
                 cand = _evaluate(facts, profile, fmt, precision, layers)
                 if not (MEMORY_CODES | UNRUNNABLE_CODES) & set(cand.violations):
-                    return layers
-    return None
+                    return True
+        return False
+
+    low, high = 0, facts.num_layers - 1  # fits(low) holds by convention; find the largest
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low or None

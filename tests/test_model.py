@@ -193,10 +193,36 @@ def test_missing_directory_and_config(tmp_path):
         inspect_model(tmp_path)
 
 
-def test_bad_config_values(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(TINY | {"num_hidden_layers": "two"}))
-    with pytest.raises(ModelError, match="num_layers must be a non-negative integer"):
+BAD_CONFIGS = {
+    "a string": ({"num_hidden_layers": "two"}, "num_hidden_layers must be a positive integer"),
+    "zero heads": ({"num_attention_heads": 0}, "num_attention_heads is 0; edgepack reads 1"),
+    "negative size": ({"hidden_size": -64}, "hidden_size is -64"),
+    "a bool": ({"vocab_size": True}, "vocab_size must be a positive integer"),
+    "10^12 layers": ({"num_hidden_layers": 10**12}, "num_hidden_layers is 1,000,000,000,000"),
+    "heads not dividing": ({"num_attention_heads": 5}, "not a multiple of num_attention_heads"),
+    "KV heads not dividing": ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads"),
+    "huge vocabulary": ({"vocab_size": 10**9}, "vocab_size is 1,000,000,000"),
+    "more experts per token than experts": (
+        {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 8},
+        "exceeds the 4 experts",
+    ),
+    "MoE without experts": ({"model_type": "qwen3_moe"}, "lacks num_local_experts"),
+}
+
+
+@pytest.mark.parametrize("label", BAD_CONFIGS)
+def test_bad_config_values_are_refused_naming_the_key(tmp_path, label):
+    change, match = BAD_CONFIGS[label]
+    (tmp_path / "config.json").write_text(json.dumps(TINY | change))
+    with pytest.raises(ModelError, match=match):
         inspect_model(tmp_path)
+
+
+def test_head_dim_given_needs_no_division(tmp_path):
+    """Gemma 3 270M: 4 heads of 256 in a hidden size of 640."""
+    cfg = TINY | {"num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 32}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert inspect_model(tmp_path).head_dim == 32
 
 
 def test_real_encoder_from_its_package():

@@ -53,6 +53,10 @@ class Runtime:
     bandwidth_efficiency: float  # share of memory bandwidth reached while decoding
     gpu_overhead_bytes: int = 0  # CUDA context and workspace in VRAM
     kv_preallocated: bool = False  # the whole context's KV cache is allocated at load
+    # model types whose sliding-window layers the runtime caches at their window, not the
+    # whole context (edgepack.memory.kv_cache_bytes)
+    windowed_kv: frozenset[str] = frozenset()
+    kv_window_slack: int = 0  # cells held beyond the window (a micro-batch)
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,18 @@ MB = 1_000_000
 # Decode efficiencies come from FACTS.md's measurements on a 2-core x86 host (numpy read
 # bandwidth 15.6 GB/s): llama.cpp q8_0 reached ~13 GB/s (0.8), OpenVINO GenAI int8 ~11 GB/s
 # (0.7), ONNX Runtime ~0.6.
+# llama.cpp gives Gemma 2 and Gemma 3 an SWA cache of min(context, window + n_ubatch) cells
+# (padded to 256) when swa_full is off, as the kit's runner sets it (llama-kv-cache-iswa.cpp);
+# it runs Mistral v0.1 and Phi-3 with full attention (their SWA is disabled there). OpenVINO
+# and ONNX Runtime keep every past token of every layer.
+_LLAMACPP_SWA = frozenset({"gemma2", "gemma3_text"})
 RUNTIMES = {
     r.name: r
     for r in (
-        Runtime("llama.cpp", "llama-cpp-python", 44 * MB, 2, 2, 0.8, 500 * MB, True),
+        Runtime(
+            "llama.cpp", "llama-cpp-python", 44 * MB, 2, 2, 0.8, 500 * MB, True,
+            windowed_kv=_LLAMACPP_SWA, kv_window_slack=512,
+        ),
         Runtime("openvino", "openvino-genai", 113 * MB, 1.125, 2, 0.7),
         Runtime("onnxruntime", "onnxruntime", 54 * MB, 4, 2, 0.6, 500 * MB),
     )
