@@ -170,9 +170,10 @@ def kv_cache_bytes(
     per_token = kv_bytes_per_token(facts, layers, element_bytes)
     if not (facts.sliding_layers and facts.model_type in runtime.windowed_kv):
         return int(per_token * tokens)
-    share = facts.sliding_layers / facts.num_layers  # a student keeps layers evenly spread
+    kept = layers or facts.num_layers
+    sliding = round(facts.sliding_layers * kept / facts.num_layers)  # a student keeps them spread
     cells = min(tokens, _pad(facts.sliding_window + runtime.kv_window_slack, 256))
-    return int(per_token * ((1 - share) * tokens + share * cells))
+    return int(per_token / kept * ((kept - sliding) * tokens + sliding * cells))
 
 
 def _pad(n: int, to: int) -> int:

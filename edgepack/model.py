@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import ModelError
-from .formats.registry import formats_for
 from .modelconfig import count_from_config, shape_from_config
+from .support import support
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MAX_HEADER_BYTES = 100_000_000
@@ -70,6 +70,7 @@ class ModelFacts:
     expert_parameters: int = 0  # all routed experts of all layers (part of layer_parameters)
     sliding_window: int = 0  # tokens a sliding-window layer attends to; 0 when none
     sliding_layers: int = 0  # layers that attend within the window
+    unsupported: tuple[tuple[str, str], ...] = ()  # (format, why it does not support the model)
 
     @property
     def active_parameters(self) -> int:
@@ -91,6 +92,7 @@ class ModelFacts:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["formats"] = list(self.formats)
+        data["unsupported"] = dict(self.unsupported)
         data["other_parameters"] = self.other_parameters
         data["active_parameters"] = self.active_parameters
         return data
@@ -99,6 +101,7 @@ class ModelFacts:
     def from_dict(cls, data: dict) -> ModelFacts:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["formats"] = tuple(fields["formats"])
+        fields["unsupported"] = tuple(dict(fields.get("unsupported") or {}).items())
         return cls(**fields)
 
 
@@ -157,13 +160,15 @@ def inspect_model(
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
     disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    verdicts = support(shape["architecture"], shape["model_type"], shape["kind"])
     return ModelFacts(
         path=str(root.resolve()),
         parameters_source=source,
         dtype=dtype,
         disk_bytes=disk,
         weights=weights,
-        formats=tuple(formats_for(shape["model_type"])),
+        formats=tuple(name for name, why in verdicts.items() if why is None),
+        unsupported=tuple((name, why) for name, why in verdicts.items() if why),
         remote_code=remote_code,
         **shape,
         **counts,

@@ -4,10 +4,10 @@ Every value is validated before any arithmetic: sizes are positive integers with
 published model comes near, the heads divide the hidden size (where no head_dim is given) and
 the KV heads divide the heads. A bad value is a ModelError naming the config key.
 
-Mixture-of-experts configs (Mixtral, Qwen2-MoE, Qwen3-MoE) count every routed expert, the
-shared experts, the routers and the dense layers a config keeps; `experts_per_token` of
-`num_experts` are active for each token. Sliding-window attention (Gemma 2/3, Mistral v0.1,
-Phi-3) is recorded as the window and the number of layers that use it.
+Mixture-of-experts configs (Mixtral, Qwen3-MoE) count every routed expert, the routers and the
+dense layers a config keeps (Qwen3-MoE's mlp_only_layers and decoder_sparse_step);
+`experts_per_token` of `num_experts` are active for each token. Sliding-window attention
+(Gemma 2/3, Mistral v0.1, Phi-3) is recorded as the window and the number of layers using it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ BOUNDS = {
     "num_experts": 4096,
     "experts_per_token": 4096,
     "expert_intermediate_size": 1_048_576,
-    "shared_expert_intermediate_size": 1_048_576,
     "sliding_window": 1 << 26,
 }
 # config keys each shape field is read from, first present wins
@@ -46,10 +45,9 @@ KEYS = {
     "num_experts": ("num_local_experts", "num_experts", "n_routed_experts"),
     "experts_per_token": ("num_experts_per_tok", "moe_top_k"),
     "expert_intermediate_size": ("moe_intermediate_size",),
-    "shared_expert_intermediate_size": ("shared_expert_intermediate_size",),
     "sliding_window": ("sliding_window",),
 }
-MOE_TYPES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe"})
+MOE_TYPES = frozenset({"mixtral", "qwen3_moe"})
 # models whose every layer attends within `sliding_window` when the config sets one
 ALL_LAYERS_SLIDE = frozenset({"mistral", "mixtral", "phi3", "starcoder2"})
 
@@ -63,7 +61,7 @@ def shape_from_config(config: dict, where) -> dict:
     architecture = archs[0] if archs and isinstance(archs[0], str) else model_type
     if model_type in ENCODERS:
         kind = "encoder"
-    elif architecture.endswith("ForCausalLM") or model_type in DECODERS:
+    elif model_type in DECODERS:
         kind = "decoder"
     else:
         raise UnsupportedModelError(
@@ -121,9 +119,7 @@ def shape_from_config(config: dict, where) -> dict:
         "max_position_embeddings": value("max_position_embeddings", required=False) or 0,
         "tie_word_embeddings": bool(config.get("tie_word_embeddings", kind != "encoder")),
     }
-    if model_type == "gpt2":
-        shape["tie_word_embeddings"] = True  # GPT-2's head is its token embedding
-    elif model_type in ENCODERS:
+    if model_type in ENCODERS:
         shape["tie_word_embeddings"] = False  # encoders export without a language-model head
     shape.update(_experts(config, model_type, shape, value))
     shape.update(_sliding(config, model_type, shape["num_layers"], value))
@@ -181,18 +177,15 @@ def count_from_config(shape: dict, config: dict) -> dict:
     model_type = shape["model_type"]
     embedding = vocab * h
     experts = 0
-    if model_type in ENCODERS or model_type == "gpt2":
+    if model_type in ENCODERS:
         # biased q/k/v/o and a two-matrix MLP, two LayerNorms with bias
         attention = 4 * (h * h + h)
         mlp = h * inter + inter + inter * h + h
         layers = (attention + mlp + 4 * h) * shape["num_layers"]
-        other = (shape["max_position_embeddings"] or config.get("n_positions", 0)) * h
-        if model_type in ENCODERS:
-            other += config.get("type_vocab_size", 0) * h + 2 * h + h * h + h  # LN + pooler
-        else:
-            other += 2 * h
+        other = shape["max_position_embeddings"] * h
+        other += config.get("type_vocab_size", 0) * h + 2 * h + h * h + h  # LN + pooler
     else:
-        qkv_bias = model_type in ("qwen2", "qwen2_moe") or config.get("attention_bias")
+        qkv_bias = model_type == "qwen2" or config.get("attention_bias")
         bias = (q_dim + 2 * kv_dim) if qkv_bias else 0
         attention = h * q_dim + 2 * h * kv_dim + q_dim * h + bias
         norms = 4 * h if model_type in ("gemma2", "gemma3_text") else 2 * h
@@ -203,12 +196,10 @@ def count_from_config(shape: dict, config: dict) -> dict:
         if model_type in MOE_TYPES:
             expert_inter = _expert_inter(config, inter)
             per_expert = 3 * h * expert_inter
-            shared_inter = config.get("shared_expert_intermediate_size") or 0
-            shared = 3 * h * shared_inter + (h if shared_inter else 0)  # + its sigmoid gate
             for routed in moe_layers(config, model_type, shape["num_layers"]):
                 if routed:
                     experts += shape["num_experts"] * per_expert
-                    layers += attention + norms + h * shape["num_experts"] + shared
+                    layers += attention + norms + h * shape["num_experts"]  # + the router
                 else:
                     layers += attention + norms + dense_mlp
             layers += experts

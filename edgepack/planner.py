@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from .errors import UnsupportedModelError
 from .formats.registry import FORMATS, RUNTIMES, Format, Precision
 from .hardware import cpu_peak_ops, gpu_peak_ops
 from .memory import kv_cache_bytes, resident, stored_weights
@@ -145,6 +146,11 @@ def student_sizes(num_layers: int) -> list[int | None]:
 def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -> Plan:
     """calibration: {(runtime, precision): (bandwidth_efficiency, compute_efficiency)}
     measured on a host (edgepack.calibrate), replacing the registry's priors for those rows."""
+    if not facts.formats:
+        reasons = "; ".join(f"{name}: {why}" for name, why in facts.unsupported)
+        raise UnsupportedModelError(
+            f"no format supports {facts.architecture} ({facts.model_type}): {reasons}"
+        )
     students = student_sizes(facts.num_layers) if facts.kind == "decoder" else [None]
     candidates = [
         _evaluate(facts, profile, fmt, precision, layers, calibration)

@@ -75,8 +75,19 @@ def facts_text(f: ModelFacts) -> str:
         ("dtype", f.dtype),
         ("weights", f.weights),
         ("size on disk", f"{f.disk_bytes / 1e6:,.1f} MB"),
-        ("formats", ", ".join(f.formats) or "none"),
     ]
+    if f.num_experts:
+        experts = (
+            f"{f.num_experts} per layer, {f.experts_per_token} per token: "
+            f"{f.expert_parameters:,} parameters, {f.active_parameters:,} active per token"
+        )
+        lines.insert(11, ("  experts", experts))
+    if f.sliding_layers:
+        window = f"{f.sliding_window} tokens, in {f.sliding_layers} of {f.num_layers} layers"
+        lines.insert(6, ("sliding window", window))
+    unsupported = dict(f.unsupported)
+    for name in (*f.formats, *unsupported):
+        lines.append((f"format {name}", "supported" if name in f.formats else unsupported[name]))
     return "\n".join(f"{k:<22}{v}" for k, v in lines)
 
 

@@ -1,5 +1,5 @@
 """Export formats: the registry table (data) and, per format, its exporter module."""
 
-from .registry import FORMATS, RUNTIMES, Format, Precision, Runtime, formats_for, resolve
+from .registry import FORMATS, RUNTIMES, Format, Precision, Runtime, resolve
 
-__all__ = ["FORMATS", "RUNTIMES", "Format", "Precision", "Runtime", "formats_for", "resolve"]
+__all__ = ["FORMATS", "RUNTIMES", "Format", "Precision", "Runtime", "resolve"]

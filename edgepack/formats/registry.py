@@ -1,7 +1,7 @@
 """The registry: every export format, its runtime and its precisions, as one table of data.
 
-Pure data, no backend imports: the planner reads it to size candidates, `inspect` reads it to say
-which formats support an architecture.
+Pure data, no backend imports: the planner reads it to size candidates; edgepack.support
+intersects its model types with what each exporter supports.
 
 Bits per weight (bpw) include the quantization scales and zero points. Each precision states the
 bpw of the transformer blocks' linear weights, of the token embedding, of the output head and of
@@ -63,7 +63,9 @@ class Runtime:
 class Format:
     name: str
     runtime: str
-    model_types: frozenset[str]  # Hugging Face model_type values the exporter handles
+    # Hugging Face model_type values edgepack's export, validation and kit handle in this
+    # format; what the exporter itself supports is edgepack.support's to say
+    model_types: frozenset[str]
     precisions: tuple[Precision, ...]
 
     def precision(self, name: str) -> Precision | None:
@@ -103,25 +105,13 @@ RUNTIMES = {
     )
 }
 
+# The model types edgepack claims: each has a test that builds a checkpoint of it in every
+# format its exporter supports and checks the bundle (tests/test_architectures.py; the default
+# model for llama, Gemma-3-270M for gemma3_text, all-MiniLM-L6-v2 for bert)
 DECODERS = frozenset(
-    {
-        "llama",
-        "mistral",
-        "mixtral",
-        "qwen2",
-        "qwen3",
-        "gemma",
-        "gemma2",
-        "phi3",
-        "stablelm",
-        "starcoder2",
-        "olmo",
-        "gpt2",
-        "gpt_neox",
-        "falcon",
-    }
+    {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "phi3", "gemma3_text"}
 )
-ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet"})
+ENCODERS = frozenset({"bert"})
 
 # k-quant rows need 256 columns; llama.cpp falls back to q5_0/q8_0 for narrower rows.
 _Q6K, _Q5K, _Q4K = 6.5625, 5.5, 4.5
@@ -138,7 +128,7 @@ FORMATS = {
         Format(
             "gguf",
             "llama.cpp",
-            DECODERS - {"gpt_neox"} | {"bert"},
+            DECODERS | ENCODERS,
             (
                 Precision("f16", "fp16", 16, 16, 16, 16, 16, 0.0, CPU_GPU),
                 Precision("q8_0", "int8", 8, 8.5, 8.5, 8.5, 8.5, 0.00007, CPU_GPU),
@@ -219,11 +209,6 @@ KQUANT_FALLBACK_BPW = {"q6_k": 8.0, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed"
 # ... where only ffn_down (1536 columns) stays q4_K, in 16 of 30 layers: llama.cpp's CPU_REPACK
 # buffer held 7.59 MiB of the default model's q4_k_m (106.0M block weights: 0.6 bpw)
 KQUANT_FALLBACK_REPACKED_BPW = {"q4_k_m": 0.6, "q4_k_m_mixed": 0.6 * 14 / 16}
-
-
-def formats_for(model_type: str) -> list[str]:
-    """Names of the formats whose exporter handles this model_type."""
-    return [f.name for f in FORMATS.values() if model_type in f.model_types]
 
 
 def resolve(format_name: str, precision_name: str) -> tuple[Format, Precision]:
