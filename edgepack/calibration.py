@@ -108,9 +108,15 @@ def token_samples(
     samples: int = DEFAULT_SAMPLES,
     length: int = DEFAULT_SAMPLE_TOKENS,
 ) -> list[list[int]]:
-    """`samples` token-id sequences of `length` tokens cut from the text."""
+    """`samples` token-id sequences of `length` tokens cut from the text, each after what the
+    tokenizer puts before a text (its BOS, where it has one), as the model sees a prompt."""
+    from transformers import AutoTokenizer
+
+    from .reference import start_ids
+
     ids = tokenize(model_dir, text)
-    return [ids[s:e] for s, e in windows(len(ids), samples, length)]
+    begin = start_ids(AutoTokenizer.from_pretrained(model_dir))
+    return [begin + ids[s:e] for s, e in windows(len(ids), samples, length)]
 
 
 def text_samples(

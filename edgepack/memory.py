@@ -78,6 +78,13 @@ _NBITS_STORED_BPW = (4.5625, 8.625)  # MatMulNBits block 64 with scales and zero
 ONNXRUNTIME_KV_COPIES = 3
 
 
+# Exports that write a tied head as a matrix of its own (runtime, model type): optimum's ONNX
+# export of Gemma 3 holds the head as a transposed initializer beside the embedding (262,144 x
+# 640 each; int8 quantizes it to MatMulNBits, the embedding Gather stays fp32), where the
+# default model's head is a Transpose of its embedding.
+UNTIED_EXPORTS = frozenset({("onnxruntime", "gemma3_text")})
+
+
 @dataclass(frozen=True)
 class StoredWeights:
     """The weights as the artifact stores them, in bytes."""
@@ -99,18 +106,19 @@ class StoredWeights:
         return self.embedding if self.tied else self.head
 
 
-def stored_weights(facts: ModelFacts, precision: Precision, layers: int | None) -> StoredWeights:
+def stored_weights(
+    facts: ModelFacts, precision: Precision, layers: int | None, runtime: str = ""
+) -> StoredWeights:
     kept = layers or facts.num_layers
     layer_params = facts.layer_parameters * kept / facts.num_layers
-    tied = facts.tie_word_embeddings
+    tied = facts.tie_word_embeddings and (runtime, facts.model_type) not in UNTIED_EXPORTS
+    head_params = facts.embedding_parameters if facts.tie_word_embeddings else facts.head_parameters
     embed_bpw = table_bpw(facts, precision, precision.tied_bpw if tied else precision.embed_bpw)
     return StoredWeights(
         layer_parameters=layer_params,
         blocks=layer_params * block_bpw(facts, precision) / 8,
         embedding=facts.embedding_parameters * embed_bpw / 8,
-        head=0.0
-        if tied
-        else facts.head_parameters * table_bpw(facts, precision, precision.head_bpw) / 8,
+        head=0.0 if tied else head_params * table_bpw(facts, precision, precision.head_bpw) / 8,
         other=facts.other_parameters * F32,
         tied=tied,
     )
@@ -191,7 +199,7 @@ def resident(
 ) -> Memory:
     """The resident-memory breakdown of this row run by `runtime` on `device` ("cpu"/"gpu"),
     holding the KV cache of `context_tokens` tokens."""
-    stored = stored_weights(facts, precision, layers)
+    stored = stored_weights(facts, precision, layers, runtime.name)
     weights = stored.total
     if device == "gpu":
         kv = kv_cache_bytes(facts, layers, runtime.kv_bytes_gpu, context_tokens, runtime)

@@ -300,7 +300,7 @@ def predict(
     CPU, instead of the priors."""
     runtime = RUNTIMES[fmt.runtime]
     kept = layers or facts.num_layers
-    stored = stored_weights(facts, precision, layers)
+    stored = stored_weights(facts, precision, layers, fmt.runtime)
     layer_params = stored.layer_parameters
     block_bytes = stored.blocks
     head_bits = stored.head_read * 8  # the tied head reads the whole shared matrix every token

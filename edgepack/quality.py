@@ -82,6 +82,7 @@ EVAL_SCORED_TOKENS = 4096  # the default size, chosen as the module's docstring 
 MAX_EVAL_TOKENS = 4096  # the cap of a text judged as a whole (edgepack distill's comparison)
 TOP_K = 256  # reference tokens kept per scored position for KL and top-1 agreement
 TAIL_SAMPLES = 256  # tokens drawn from the rest of the reference's distribution, for KL
+EVAL_VERSION = 2  # bump when the reference evaluation changes (2: chunks begin with the start ids)
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95
@@ -198,9 +199,12 @@ def reference_eval(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .reference import start_ids
+
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     encode = lambda s: tok(s, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
     ids = first_tokens(encode, text, tokens_for(scored_tokens))
+    begin = start_ids(tok)  # every chunk is a fresh context, as in the kit's runners
     parts = chunks(len(ids))
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
@@ -208,7 +212,8 @@ def reference_eval(
     losses, tops = [], []
     with torch.inference_mode():
         for i, (start, end) in enumerate(parts):
-            logits = model(torch.tensor([ids[start:end]])).logits[0].float().numpy()
+            inputs = torch.tensor([begin + ids[start:end]])
+            logits = model(inputs).logits[0, len(begin) :].float().numpy()
             window = scored(start, end)
             targets = np.asarray(ids[start:end])[window.start + 1 : window.stop + 1]
             logp = log_softmax(logits[window])
@@ -247,7 +252,7 @@ def cached_reference_eval(
     from .reference import model_key
 
     digest = hashlib.sha256(text.encode()).hexdigest()
-    kind = f"-k{TOP_K}m{TAIL_SAMPLES}"
+    kind = f"-k{TOP_K}m{TAIL_SAMPLES}-v{EVAL_VERSION}"
     stem, tail = f"{model_key(model_dir)}-eval-{digest[:16]}-s", f"{kind}.npz"
     folder = Path(cache_dir) / "references"
     sizes = [p.name[len(stem) : -len(tail)] for p in folder.glob(f"{stem}*{tail}")]

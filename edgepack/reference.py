@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,16 @@ class Reference:
     agreement_logits: np.ndarray  # decoder: [len, vocab] reference logits of AGREEMENT_TEXT
     sentences: list[str]  # encoder
     embeddings: np.ndarray  # encoder: [n, hidden]
+    start: list[int] = field(default_factory=list)  # decoder: ids a fresh context begins with
+
+
+def start_ids(tok) -> list[int]:
+    """What the source tokenizer puts before every text (Gemma's <bos>; nothing for SmolLM2):
+    the reference, like the kit's runners, begins every fresh context with it."""
+    from .kit import devicekit
+
+    encode = lambda text, special: tok(text, add_special_tokens=special)["input_ids"]  # noqa: E731
+    return devicekit().leading_ids(encode)
 
 
 def model_key(model_dir: Path) -> str:
@@ -46,7 +56,9 @@ def reference(model_dir: Path, facts: ModelFacts, cache_dir: Path, trust_remote_
     """The reference for model_dir, from cache_dir when it was computed before."""
     path = Path(cache_dir) / "references" / f"{model_key(model_dir)}.npz"
     if path.exists():
-        return _load(path)
+        ref = _load(path)
+        if ref is not None:
+            return ref
     ref = _compute(Path(model_dir), facts, trust_remote_code)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -79,8 +91,11 @@ def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Ref
             trust_remote_code=trust_remote_code,
         ).eval()
 
+        start = start_ids(tok)
+
         def run(ids: list[int]) -> np.ndarray:
-            return model(torch.tensor([ids])).logits[0].float().numpy()
+            logits = model(torch.tensor([start + list(ids)])).logits[0, len(start) :]
+            return logits.float().numpy()
 
         inputs = [tok(t, add_special_tokens=False)["input_ids"] for t in LOGIT_INPUTS]
         logits = [run(ids) for ids in inputs]
@@ -95,6 +110,7 @@ def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Ref
         agreement_logits,
         [],
         empty,
+        start,
     )
 
 
@@ -104,6 +120,7 @@ def _save(ref: Reference, path: Path) -> None:
         "inputs": ref.inputs,
         "agreement_ids": ref.agreement_ids,
         "sentences": ref.sentences,
+        "start": ref.start,
     }
     arrays = {f"logits_{i}": a for i, a in enumerate(ref.logits)}
     np.savez(
@@ -116,9 +133,12 @@ def _save(ref: Reference, path: Path) -> None:
     )
 
 
-def _load(path: Path) -> Reference:
+def _load(path: Path) -> Reference | None:
+    """The cached reference, or None when it predates a field (it is computed again)."""
     with np.load(path) as data:
         meta = json.loads(bytes(data["meta"]).decode())
+        if "start" not in meta:
+            return None
         logits = [data[f"logits_{i}"] for i in range(len(meta["inputs"]))]
         return Reference(
             probes=meta["probes"],
@@ -129,4 +149,5 @@ def _load(path: Path) -> Reference:
             agreement_logits=data["agreement_logits"],
             sentences=meta["sentences"],
             embeddings=data["embeddings"],
+            start=meta["start"],
         )

@@ -46,6 +46,11 @@ def validate(runner, ref: Reference, bits: int) -> dict:
             mismatched.append(text)
             problems.append(f"tokenization of {text[:40]!r}: {list(got)[:12]} != {expected[:12]}")
     figures["tokenizer_parity"] = f"{len(ref.probes) - len(mismatched)}/{len(ref.probes)}"
+    if runner.kind == "decoder" and list(runner.start) != list(ref.start):
+        problems.append(
+            f"{runner.runtime} begins a text with {list(runner.start)}, the source tokenizer "
+            f"with {list(ref.start)}"
+        )
 
     if runner.kind == "encoder":
         got = runner.embed(list(ref.sentences))

@@ -9,6 +9,9 @@ run_onnxruntime) exposes `Runner(model_dir, threads=None)` with:
     version() -> str                    the runtime package's version
     tokenize(text) -> list[int]         no special tokens added (markup in the text is parsed)
     detokenize(ids) -> str
+    start -> list[int]                  what the model's tokenizer puts before every text (its
+                                        BOS: Gemma's <bos>), [] when nothing; a fresh context
+                                        begins with it, in logits() and generate()
     logits(ids) -> np.ndarray           [len(ids), vocab] float32 next-token logits, fresh context
     generate(ids, max_new_tokens, stop_at_eos=True) -> Generation   greedy, timed
     embed(texts) -> np.ndarray          encoders: [len(texts), hidden] sentence embeddings
@@ -45,6 +48,15 @@ class Generation:
     def decode_tokens_per_s(self) -> float:
         total = sum(self.token_s)
         return len(self.token_s) / total if total > 0 else 0.0
+
+
+def leading_ids(encode) -> list[int]:
+    """The ids a tokenizer adds before a text, from encode(text, special): [] when none."""
+    plain, full = list(encode("a", False)), list(encode("a", True))
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i]
+    return []
 
 
 def default_threads() -> int:

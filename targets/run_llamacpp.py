@@ -49,6 +49,9 @@ class Runner:
                 self.kind = "encoder"
                 self._llm = self._open(min(n_ctx, 512), embedding=True)
         self.n_ctx = self._llm.n_ctx()
+        self.start = devicekit.leading_ids(
+            lambda text, special: self._llm.tokenize(text.encode(), add_bos=special, special=False)
+        )
         self.n_vocab = self._llm.n_vocab()
         self._eos = devicekit.eos_token_ids(self.model_dir) or {self._llm.token_eos()}
 
@@ -60,6 +63,9 @@ class Runner:
         # every allowed core for the prompt and for decoding (llama-cpp-python's default
         # n_threads is half the machine's cores: 45 against 77 tok/s on a 2-core host)
         kwargs = {"n_threads": self.threads, "n_threads_batch": self.threads}
+        # sliding-window layers (Gemma 2/3) keep only their window: with llama.cpp's default
+        # full-size SWA cache they would hold the whole context like global layers
+        kwargs["swa_full"] = False
         if embedding:  # the whole input must be one micro-batch for bidirectional attention
             kwargs |= {"n_batch": n_ctx, "n_ubatch": n_ctx}
         return self._lib.Llama(
@@ -78,7 +84,7 @@ class Runner:
     def logits(self, ids: list[int]) -> np.ndarray:
         """[len(ids), vocab] float32 logits of every position, from an empty context."""
         self._require("decoder")
-        ids = [int(i) for i in ids]
+        ids = self.start + [int(i) for i in ids]
         if len(ids) > self.n_ctx:
             raise ValueError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
         lib, llm = self._lib, self._llm
@@ -106,13 +112,13 @@ class Runner:
         finally:
             lib.llama_batch_free(batch)
             self._clear()
-        return out
+        return out[len(self.start) :]
 
     def generate(
         self, ids: list[int], max_new_tokens: int, stop_at_eos: bool = True
     ) -> devicekit.Generation:
         self._require("decoder")
-        prompt = [int(i) for i in ids]
+        prompt = self.start + [int(i) for i in ids]
         if len(prompt) + max_new_tokens > self.n_ctx:
             raise ValueError(
                 f"{len(prompt)} prompt + {max_new_tokens} new tokens exceed the context of "

@@ -58,6 +58,7 @@ class Runner:
                 raise ValueError(f"{MODEL_FILE} has no logits output: {self.outputs}")
             self._init_cache()
         self.eos = devicekit.eos_token_ids(self.model_dir)
+        self.start = devicekit.leading_ids(self.tokenizer.encode)
 
     # -- shared -------------------------------------------------------------------------------
     def version(self) -> str:
@@ -111,9 +112,9 @@ class Runner:
         return feeds
 
     def logits(self, ids: list[int]) -> np.ndarray:
-        feeds = self._feeds(list(ids), 0) | self.empty_past
+        feeds = self._feeds(self.start + list(ids), 0) | self.empty_past
         (logits,) = self.session.run(self.logit_outputs, feeds)
-        return np.asarray(logits[0], dtype=np.float32)
+        return np.asarray(logits[0, len(self.start) :], dtype=np.float32)
 
     def generate(self, ids: list[int], max_new_tokens: int, stop_at_eos: bool = True):
         state = {"past": self.empty_past, "length": 0}
@@ -127,7 +128,8 @@ class Runner:
             state["length"] += len(tokens)
             return np.asarray(outputs[0][0, -1], dtype=np.float32)
 
-        return devicekit.greedy(step, list(ids), max_new_tokens, self.eos if stop_at_eos else set())
+        prompt = self.start + list(ids)
+        return devicekit.greedy(step, prompt, max_new_tokens, self.eos if stop_at_eos else set())
 
     # -- encoder ------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> np.ndarray:

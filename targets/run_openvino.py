@@ -66,6 +66,7 @@ class Runner:
         elif "last_hidden_state" not in self.outputs:
             raise ValueError(f"{MODEL_FILE} has no last_hidden_state output: {self.outputs}")
         self.tokenizer = devicekit.HFTokenizer(self.model_dir)
+        self.start = devicekit.leading_ids(self.tokenizer.encode)
         self.settings = {"compile": dict(self.config), "generate": None}
         self._compiled = None
         self._request = None
@@ -100,7 +101,7 @@ class Runner:
     def logits(self, ids: list[int]) -> np.ndarray:
         if self.kind != "decoder":
             raise ValueError("logits() needs a decoder model")
-        ids = list(ids)
+        ids = self.start + list(ids)
         n = len(ids)
         request = self._infer_request()
         request.reset_state()
@@ -112,7 +113,7 @@ class Runner:
         feeds["beam_idx"] = np.zeros((1,), dtype=np.int32)
         request.infer(feeds)
         logits = request.get_tensor("logits").data
-        return np.array(logits[0], dtype=np.float32)
+        return np.array(logits[0, len(self.start) :], dtype=np.float32)
 
     def _llm_pipeline(self):
         if self._pipeline is None:
@@ -135,7 +136,8 @@ class Runner:
             config.eos_token_id = min(self.eos)
             config.stop_token_ids = set(self.eos)
         config.ignore_eos = not stop_at_eos
-        prompt = ov.Tensor(np.asarray([list(ids)], dtype=np.int64))
+        ids = self.start + list(ids)
+        prompt = ov.Tensor(np.asarray([ids], dtype=np.int64))
         result = pipeline.generate(prompt, config)
         tokens = [int(t) for t in result.tokens[0]]
         raw = result.perf_metrics.raw_metrics
