@@ -259,6 +259,14 @@ def build(
 
         eval_text(Path(eval_data))
     facts = _facts(model, allow_pickle, trust_remote_code)
+    unsupported = dict(facts.unsupported)
+    if format_name in unsupported:
+        from .errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"--format {format_name} does not support this model: {unsupported[format_name]}; "
+            f"formats that do: {', '.join(facts.formats) or 'none'}"
+        )
     with _stdout_to_stderr():  # exporters and their libraries print; stdout is for the result
         results = run_build(
             Path(facts.path),

@@ -88,6 +88,15 @@ def default_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma3_model() -> Path:
+    """Gemma-3-270M from its PyPI packages, materialised once into the test cache."""
+    from edgepack.demo import cache_root
+    from edgepack.gemma3 import gemma3_dir
+
+    return gemma3_dir(cache_root())
+
+
+@pytest.fixture(scope="session")
 def encoder_model() -> Path:
     return encoder_dir()
 
