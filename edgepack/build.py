@@ -99,7 +99,7 @@ def build(
     distilled student gets one with allow_distill (distilled once, cached), and its candidates
     are measured against the teacher; without it the build stops before any work, naming the
     `edgepack distill` command that makes the student."""
-    from .demo import cache_root
+    from .cache import cache_root
     from .student_report import teacher_of
 
     cache = cache_dir or cache_root()
@@ -248,7 +248,7 @@ def _trials(
 
 def student_dir(model_dir: Path, layers: int, cache: Path, steps: int) -> Path:
     """Where the cached student of `layers` layers distilled for `steps` steps lives."""
-    from .reference import model_key
+    from .cache import content_key as model_key
 
     return (
         cache

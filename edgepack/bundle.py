@@ -40,6 +40,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from .cache import alive
 from .errors import VerificationError
 from .kit import check_module, devicekit, kit_dir
 
@@ -109,7 +110,7 @@ def clean_leftovers(parent: Path) -> None:
         if not match or path.name in _OURS:
             continue
         pid = int(match.group(2))
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and alive(pid):
             continue  # another build is still writing it
         found.append((path, match.group(1), match.group(3)))
     order = {RETIRED: 0, TARBALL: 1, STAGING: 2}  # restore directories before judging tarballs
@@ -168,16 +169,6 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def publish(staging: Path, dest: Path) -> tuple[Path, Path]:

@@ -157,8 +157,8 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
     facts = _facts(model, allow_pickle, trust_remote_code)
     calibration = None
     if calibrated:
+        from .cache import cache_root
         from .calibrate import host_machine, stored
-        from .demo import cache_root
 
         calibration = stored(cache_root(), host_machine())
         if not calibration:

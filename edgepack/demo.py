@@ -19,7 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgepack.cache import alive, cache_root
 from edgepack.errors import ModelError
+
+__all__ = ["cache_root", "default_model_dir", "gguf_path"]
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -54,15 +57,6 @@ _TOP_NAMES = {
     "output_norm": "model.norm",
     "output": "lm_head",
 }
-
-
-def cache_root() -> Path:
-    """$EDGEPACK_CACHE, else $XDG_CACHE_HOME/edgepack, else ~/.cache/edgepack."""
-    if os.environ.get("EDGEPACK_CACHE"):
-        return Path(os.environ["EDGEPACK_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "edgepack"
 
 
 def gguf_path() -> Path:
@@ -125,18 +119,8 @@ def _remove_leftovers(models: Path) -> None:
             fresh = time.time() - entry.stat().st_mtime < _STALE_AFTER_S
         except OSError:
             continue
-        if not (fresh and pid.isdigit() and _alive(int(pid))):
+        if not (fresh and pid.isdigit() and alive(int(pid))):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return True
 
 
 def _materialise(source: Path, out: Path, progress: bool) -> None:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from . import calibration as cal
 from .bundle import STAGING, clean_leftovers
+from .cache import content_key as model_key
 from .formats.base import Artifact, Progress, exporter
 from .formats.registry import resolve
 from .model import ModelFacts
-from .reference import model_key
 
 
 def export_cached(

@@ -249,7 +249,7 @@ def cached_reference_eval(
     """reference_eval, cached by model content, text and size under <cache>/references. A cached
     reference of the same text at a larger size serves a smaller one: its first chunks are the
     smaller one's (chunks are evaluated from an empty context, in the text's order)."""
-    from .reference import model_key
+    from .cache import content_key as model_key
 
     digest = hashlib.sha256(text.encode()).hexdigest()
     kind = f"-k{TOP_K}m{TAIL_SAMPLES}-v{EVAL_VERSION}"

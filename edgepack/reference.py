@@ -7,17 +7,15 @@ For an encoder: mean-pooled sentence embeddings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .cache import content_key
 from .model import ModelFacts
 from .texts import AGREEMENT_TEXT, ENCODER_SENTENCES, LOGIT_INPUTS, TOKENIZER_PROBES
-
-CACHE_VERSION = 1
 
 
 @dataclass
@@ -42,14 +40,7 @@ def start_ids(tok) -> list[int]:
     return devicekit().leading_ids(encode)
 
 
-def model_key(model_dir: Path) -> str:
-    """A cheap content key: names, sizes and the first MB of every file (headers included)."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-        digest.update(f"{path.name}:{path.stat().st_size}".encode())
-        with open(path, "rb") as fh:
-            digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:16]
+model_key = content_key  # the reference, exports and evaluations are keyed by content
 
 
 def reference(model_dir: Path, facts: ModelFacts, cache_dir: Path, trust_remote_code=False):

@@ -179,7 +179,8 @@ The model files are in `model/`; the runner for {runtime["name"]}
 
 def model_name(model_dir: Path) -> str:
     """The model's name for bundle names: its directory, or the default model's own name."""
-    from .demo import MODEL_NAME, cache_root
+    from .cache import cache_root
+    from .demo import MODEL_NAME
 
     model_dir = Path(model_dir)
     if model_dir.parent == cache_root() / "models" and model_dir.name.startswith(MODEL_NAME):

@@ -13,7 +13,8 @@ REPORT_FILE = "distill_report.json"
 
 def command_line(teacher_dir: Path, layers: int, out: Path) -> str:
     """The `edgepack distill` command that makes a student of `layers` layers into out."""
-    from .demo import MODEL_NAME, cache_root
+    from .cache import cache_root
+    from .demo import MODEL_NAME
 
     teacher_dir = Path(teacher_dir)
     default = teacher_dir.name.startswith(MODEL_NAME) and (

@@ -15,10 +15,10 @@ of installed versions and kept as JSON in the edgepack cache.
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 
+from .cache import cache_root, write_atomic
 from .formats.registry import FORMATS
 
 TOOLS = {
@@ -76,8 +76,6 @@ def _version(dist: str) -> str:
 
 
 def _cache_file(versions: dict) -> Path:
-    from .demo import cache_root
-
     key = "-".join(f"{k}{v}" for k, v in sorted(versions.items()))
     return cache_root() / "support" / f"{key}.json"
 
@@ -119,8 +117,6 @@ def _read_tools() -> dict:
 def _write(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data))
     except OSError:
         pass  # a read-only cache only costs the next call the same seconds

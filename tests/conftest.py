@@ -70,7 +70,7 @@ class ExportCache:
     cache under the session's EDGEPACK_CACHE) and shared by every test and every build."""
 
     def get(self, model_dir: Path, format_name: str, precision_name: str):
-        from edgepack.demo import cache_root
+        from edgepack.cache import cache_root
         from edgepack.exports import export_cached
         from edgepack.model import inspect_model
 
@@ -90,7 +90,7 @@ def default_model() -> Path:
 @pytest.fixture(scope="session")
 def gemma3_model() -> Path:
     """Gemma-3-270M from its PyPI packages, materialised once into the test cache."""
-    from edgepack.demo import cache_root
+    from edgepack.cache import cache_root
     from edgepack.gemma3 import gemma3_dir
 
     return gemma3_dir(cache_root())
@@ -109,7 +109,7 @@ def exports() -> ExportCache:
 @pytest.fixture(scope="session")
 def references():
     """reference(model_dir) -> the fp32 PyTorch reference, computed once per session."""
-    from edgepack.demo import cache_root
+    from edgepack.cache import cache_root
     from edgepack.model import inspect_model
     from edgepack.reference import reference
 

@@ -107,7 +107,7 @@ def test_token_samples_of_the_source_tokenizer(default_model):
 
 @pytest.mark.integration
 def test_calibrated_openvino_int4_validates_and_lowers_kl(default_model, exports, references):
-    from edgepack.demo import cache_root
+    from edgepack.cache import cache_root
     from edgepack.exports import export_cached
     from edgepack.kit import load_runner
     from edgepack.model import inspect_model

@@ -248,7 +248,7 @@ def test_importance_matrix_from_the_calibration_text(default_model, exports, ref
     from gguf import GGUFReader
 
     from edgepack import calibration as cal
-    from edgepack.demo import cache_root
+    from edgepack.cache import cache_root
     from edgepack.exports import export_cached
 
     text = cal.builtin_text()

@@ -274,7 +274,7 @@ def runner_variant(spec: dict) -> dict:
 def _eval_reference(spec: dict):
     from pathlib import Path
 
-    from edgepack.demo import cache_root
+    from edgepack.cache import cache_root
     from edgepack.quality import cached_reference_eval
 
     with open(spec["eval_path"], encoding="utf-8") as fh:

@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     picks = [tuple(c.split(":")) for c in args.candidates.split(",")]
 
-    from edgepack.demo import cache_root, default_model_dir
+    from edgepack.cache import cache_root
+    from edgepack.demo import default_model_dir
     from edgepack.exports import export_cached
     from edgepack.kit import load_runner
     from edgepack.model import inspect_model

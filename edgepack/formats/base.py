@@ -46,8 +46,11 @@ class Exporter(Protocol):
         precision: Precision,
         out: Path,
         progress: Progress,
+        *,
+        calibration: str | None = None,
     ) -> Artifact:
-        """Export (and quantize) model_dir into the empty directory `out`."""
+        """Export (and quantize) model_dir into the empty directory `out`; `calibration` is
+        the calibration text for a data-aware precision (edgepack.calibration), else None."""
 
 
 def exporter(format_name: str) -> Exporter:
@@ -56,10 +59,10 @@ def exporter(format_name: str) -> Exporter:
 
 
 def check_supported(facts: ModelFacts, format_name: str) -> None:
-    fmt = FORMATS[format_name]
-    if facts.model_type not in fmt.model_types:
-        supported = ", ".join(f for f in FORMATS if facts.model_type in FORMATS[f].model_types)
+    """Refuse a format the exporter or edgepack's kit does not support (edgepack.support)."""
+    if format_name not in facts.formats or facts.model_type not in FORMATS[format_name].model_types:
+        why = dict(facts.unsupported).get(format_name, "edgepack's kit is not tested with it")
         raise UnsupportedModelError(
             f"format {format_name} cannot export {facts.architecture} (model_type "
-            f"{facts.model_type}); formats that can: {supported or 'none'}"
+            f"{facts.model_type}): {why}; formats that can: {', '.join(facts.formats) or 'none'}"
         )

@@ -82,205 +82,6 @@ CONVERT_TIMEOUT_S = 3 * 3600
 QUANTIZE_TIMEOUT_S = 3 * 3600
 LOAD_TIMEOUT_S = 600
 
-_QUANTIZE_SCRIPT = """
-import ctypes, json, sys
-import llama_cpp
-src, dst, ftype, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-params = llama_cpp.llama_model_quantize_default_params()
-params.ftype = getattr(llama_cpp, ftype)
-keep = []  # everything the C structs point to stays alive until the quantizer returns
-for field in ("token_embedding_type", "output_tensor_type"):
-    if options.get(field):
-        setattr(params, field, getattr(llama_cpp, "GGML_TYPE_" + options[field].upper()))
-if options.get("overrides"):
-    arr = (llama_cpp.llama_model_tensor_override * (len(options["overrides"]) + 1))()
-    for i, (pattern, typ) in enumerate(options["overrides"]):
-        keep.append(pattern.encode())
-        arr[i].pattern = keep[-1]
-        arr[i].type = getattr(llama_cpp, "GGML_TYPE_" + typ.upper())
-    arr[-1].pattern = None  # terminator
-    params.tt_overrides = arr
-if options.get("imatrix"):
-    import numpy as np
-    with np.load(options["imatrix"]) as data:
-        names = sorted(k for k in data.files if not k.startswith("__"))
-        arr = (llama_cpp.llama_model_imatrix_data * (len(names) + 1))()
-        for i, name in enumerate(names):
-            values = np.ascontiguousarray(data[name], dtype=np.float32)
-            keep += [values, name.encode()]
-            arr[i].name = keep[-1]
-            arr[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            arr[i].size = values.size
-    arr[-1].name = None  # terminator
-    params.imatrix = arr
-if options.get("kv"):
-    arr = (llama_cpp.llama_model_kv_override * (len(options["kv"]) + 1))()
-    for i, (key, value) in enumerate(options["kv"]):
-        arr[i].key = key.encode()
-        if isinstance(value, int):
-            arr[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
-            arr[i].value.val_i64 = value
-        else:
-            arr[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
-            arr[i].value.val_str = str(value).encode()[:127]
-    arr[-1].key = b""  # terminator
-    params.kv_overrides = arr
-sys.exit(1 if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params) else 0)
-"""
-
-# llama-imatrix's collection (tools/imatrix/imatrix.cpp, collect_imatrix) through llama.cpp's
-# eval callback: per block weight, the sum of squared F32 input activations per input column
-# and the number of rows (tokens) seen. Saved as mean = sum / count, what llama-quantize
-# passes to the quantizer.
-_IMATRIX_SCRIPT = """
-import ctypes, json, os, sys, time
-import numpy as np
-import llama_cpp
-from llama_cpp import _ggml
-
-gguf_path, samples_path, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
-lib = _ggml.libggml
-MAX_DIMS, MAX_SRC, MAX_OP_PARAMS, MAX_NAME = 4, 10, 64, 64  # ggml.h
-
-
-class Tensor(ctypes.Structure):  # ggml.h struct ggml_tensor
-    pass
-
-
-Tensor._fields_ = [
-    ("type", ctypes.c_int),
-    ("buffer", ctypes.c_void_p),
-    ("ne", ctypes.c_int64 * MAX_DIMS),
-    ("nb", ctypes.c_size_t * MAX_DIMS),
-    ("op", ctypes.c_int),
-    ("op_params", ctypes.c_int32 * (MAX_OP_PARAMS // 4)),
-    ("flags", ctypes.c_int32),
-    ("src", ctypes.POINTER(Tensor) * MAX_SRC),
-    ("view_src", ctypes.POINTER(Tensor)),
-    ("view_offs", ctypes.c_size_t),
-    ("data", ctypes.c_void_p),
-    ("name", ctypes.c_char * MAX_NAME),
-    ("extra", ctypes.c_void_p),
-    ("padding", ctypes.c_char * 8),
-]
-for fn, restype, argtypes in (
-    ("ggml_get_name", ctypes.c_void_p, [ctypes.c_void_p]),
-    ("ggml_op_desc", ctypes.c_char_p, [ctypes.c_void_p]),
-    ("ggml_nbytes", ctypes.c_size_t, [ctypes.c_void_p]),
-    ("ggml_nelements", ctypes.c_int64, [ctypes.c_void_p]),
-    ("ggml_get_data", ctypes.c_void_p, [ctypes.c_void_p]),
-    ("ggml_tensor_overhead", ctypes.c_size_t, []),
-    ("ggml_backend_tensor_get", None, [ctypes.c_void_p] * 2 + [ctypes.c_size_t] * 2),
-):
-    f = getattr(lib, fn)
-    f.restype, f.argtypes = restype, argtypes
-
-GGML_TYPE_F32 = 0
-sums, counts, state = {}, {}, {"checked": False, "error": None, "mul_mat": None}
-if lib.ggml_tensor_overhead() != ctypes.sizeof(Tensor) + 32:  # + sizeof(struct ggml_object)
-    state["error"] = "ggml_tensor_overhead %d != %d" % (
-        lib.ggml_tensor_overhead(), ctypes.sizeof(Tensor) + 32)
-
-
-def layout_ok(addr, t):
-    return (
-        lib.ggml_get_name(addr) == addr + Tensor.name.offset
-        and (lib.ggml_get_data(addr) or 0) == (t.data or 0)
-        and lib.ggml_nelements(addr) == int(np.prod([t.ne[i] for i in range(MAX_DIMS)]))
-    )
-
-
-def collect(ptr, ask, user_data):
-    try:
-        if state["error"]:
-            return False
-        addr = ctypes.cast(ptr, ctypes.c_void_p).value
-        t = ctypes.cast(ptr, ctypes.POINTER(Tensor)).contents
-        if not state["checked"]:
-            if not layout_ok(addr, t):
-                state["error"] = "ggml_tensor layout differs from ggml.h as mirrored"
-                return False
-            state["checked"] = True
-        if state["mul_mat"] is None:
-            if lib.ggml_op_desc(addr) != b"MUL_MAT":
-                return False
-            state["mul_mat"] = t.op
-        if t.op != state["mul_mat"] or not t.src[0] or not t.src[1]:
-            return False
-        w, x = t.src[0].contents, t.src[1].contents
-        name = w.name.decode(errors="replace")
-        if ask:  # as llama-imatrix: block weights, F32 inputs, batches of 16+ rows
-            return name.startswith("blk.") and x.type == GGML_TYPE_F32 and x.ne[1] >= 16
-        x_addr = ctypes.addressof(x)
-        if not layout_ok(x_addr, x):
-            state["error"] = "ggml_tensor layout differs for " + name
-            return False
-        size = lib.ggml_nbytes(x_addr)
-        buf = (ctypes.c_char * size)()
-        lib.ggml_backend_tensor_get(x_addr, buf, 0, size)
-        rows = np.lib.stride_tricks.as_strided(
-            np.frombuffer(buf, np.float32),
-            shape=tuple(x.ne[i] for i in reversed(range(MAX_DIMS))),
-            strides=tuple(x.nb[i] for i in reversed(range(MAX_DIMS))),
-        ).reshape(-1, x.ne[0]).astype(np.float64)
-        sums[name] = sums.get(name, 0.0) + (rows * rows).sum(0)
-        counts[name] = counts.get(name, 0) + rows.shape[0]
-        return True
-    except Exception as exc:  # a callback must not raise into C
-        state["error"] = "%s: %s" % (type(exc).__name__, exc)
-        return False
-
-
-callback = llama_cpp.ggml_backend_sched_eval_callback(collect)
-samples = json.load(open(samples_path))
-llama_cpp.llama_backend_init()
-model = llama_cpp.llama_model_load_from_file(
-    gguf_path.encode(), llama_cpp.llama_model_default_params())
-if not model:
-    sys.exit("llama.cpp could not load " + gguf_path)
-cparams = llama_cpp.llama_context_default_params()
-cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = max(len(s) for s in samples)
-cparams.n_threads = cparams.n_threads_batch = os.cpu_count() or 1
-cparams.cb_eval = callback
-ctx = llama_cpp.llama_init_from_model(model, cparams)
-start = time.perf_counter()
-for sample in samples:
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    batch = llama_cpp.llama_batch_init(len(sample), 0, 1)
-    for i, token in enumerate(sample):  # every position outputs: the last block sees all rows
-        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, True
-        batch.seq_id[i][0] = 0
-    batch.n_tokens = len(sample)
-    rc = llama_cpp.llama_decode(ctx, batch)
-    llama_cpp.llama_batch_free(batch)
-    if rc != 0:
-        sys.exit("llama_decode failed with %d" % rc)
-    if state["error"]:
-        sys.exit("importance matrix collection failed: " + state["error"])
-if not sums:
-    sys.exit("importance matrix collection saw no block MUL_MAT")
-np.savez(out_path, **{k: (sums[k] / counts[k]).astype(np.float32) for k in sums})
-print(json.dumps({
-    "entries": len(sums),
-    "names": sorted(sums),
-    "rows_min": min(counts.values()),
-    "collect_s": round(time.perf_counter() - start, 2),
-}))
-"""
-
-_LOAD_SCRIPT = """
-import json, sys
-import llama_cpp
-path, encoder = sys.argv[1], sys.argv[2] == "1"
-llm = llama_cpp.Llama(model_path=path, n_ctx=128, embedding=encoder, verbose=False)
-ids = llm.tokenize(b"Hello world", add_bos=encoder, special=False)
-if encoder:
-    llm.embed("Hello world")
-else:
-    llm.eval(ids)
-print(json.dumps({"n_vocab": llm.n_vocab(), "hello_ids": ids, "metadata": llm.metadata}))
-"""
-
 _FALLBACK = re.compile(r"required for type\s+(\w+)\)\s*->\s*falling back to\s+(\w+)")
 _FALLBACK_TOTAL = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
 _QUANT_SIZE = re.compile(r"quant size\s*=\s*([\d.]+) MiB \(([\d.]+) BPW\)")
@@ -451,7 +252,8 @@ def importance_matrix(
     samples_file = stem.with_suffix(".json")
     samples_file.write_text(json.dumps(samples))
     out = stem.with_suffix(".npz")
-    cmd = [sys.executable, "-c", _IMATRIX_SCRIPT, str(base), str(samples_file), str(out)]
+    cmd = [sys.executable, "-m", f"{__package__}.llamacpp_imatrix", str(base)]
+    cmd += [str(samples_file), str(out)]
     proc = _run(cmd, IMATRIX_TIMEOUT_S, "the importance matrix collection")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not out.is_file() or not lines:
@@ -535,7 +337,7 @@ def quantize(
     ftype = FTYPES[precision_name]
     with_imatrix = " with an importance matrix" if (options or {}).get("imatrix") else ""
     progress(f"quantizing to {precision_name} with llama.cpp ({ftype}){with_imatrix}")
-    cmd = [sys.executable, "-c", _QUANTIZE_SCRIPT, str(src), str(dst), ftype]
+    cmd = [sys.executable, "-m", f"{__package__}.llamacpp_quantize", str(src), str(dst), ftype]
     cmd.append(json.dumps(options or {}))
     start = time.perf_counter()
     proc = _run(cmd, QUANTIZE_TIMEOUT_S, f"llama.cpp's quantizer ({ftype})")
@@ -566,7 +368,7 @@ def check_gguf(path: Path, model_dir: Path, facts: ModelFacts) -> dict:
     """Load the file in llama.cpp (a child process: llama.cpp aborts on some broken files) and
     check the metadata it needs: tokenizer, special tokens, chat template. ExportError if not."""
     encoder = facts.kind == "encoder"
-    cmd = [sys.executable, "-c", _LOAD_SCRIPT, str(path), "1" if encoder else "0"]
+    cmd = [sys.executable, "-m", f"{__package__}.llamacpp_load", str(path), "1" if encoder else "0"]
     proc = _run(cmd, LOAD_TIMEOUT_S, "the llama.cpp load check")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

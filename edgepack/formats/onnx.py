@@ -57,6 +57,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import calibration as cal
+from ..cache import alive, cache_root, content_key
 from ..errors import ExportError, UnsupportedModelError
 from ..model import ModelFacts
 from .base import Artifact, Progress, check_supported
@@ -171,32 +172,18 @@ def _work_dir() -> Path:
     """A directory for the kept fp32 export under edgepack's cache (the caller's output
     directory may be a staging directory that is removed after each export); leftovers of
     killed processes are removed first."""
-    from ..demo import cache_root
-
     work = cache_root() / "work"
     work.mkdir(parents=True, exist_ok=True)
     for path in work.glob(f"{BASE_PREFIX}*"):
         pid = path.name.removeprefix(BASE_PREFIX).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{BASE_PREFIX}{os.getpid()}-", dir=work))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _base_export(model_dir: Path, facts: ModelFacts, progress: Progress) -> tuple[Path, dict]:
     """The fp32 optimum export of model_dir, from this process's cache when it is there."""
-    from ..reference import model_key
-
-    key = (str(model_dir.resolve()), model_key(model_dir))
+    key = (str(model_dir.resolve()), content_key(model_dir))
     task = TASKS[facts.kind]
     details = {"task": task, "exporter": "optimum.exporters.onnx.main_export"}
     cached, seconds = _BASES.get(key, (None, 0.0))
