@@ -21,6 +21,7 @@ from .errors import EdgepackError, QualityError, StudentRequired, ValidationErro
 from .exports import export_cached, forget
 from .formats.base import check_supported
 from .kit import devicekit, load_runner
+from .kvcache import kv_cache_effect, runtime_settings
 from .model import ModelFacts, inspect_model
 from .planner import Candidate, plan
 from .profiles import Profile
@@ -198,11 +199,13 @@ def _trials(
     fallback_for: dict[tuple[str, str], str] = {}
     while queue:
         candidate = queue.pop(0)
-        key = (candidate.format, candidate.precision)
+        context = profile.budget.context_tokens
+        # the runner's settings change what is measured (a KV-cache type, at this context)
+        key = (candidate.format, candidate.precision, candidate.kv_cache and context)
         steps = Steps(f"{profile.name}: {candidate.label}", total=6)
         if key not in source.prepared:
             source.prepared[key] = _export_validate_measure(
-                source, candidate, cache, steps, cal_text
+                source, candidate, cache, steps, cal_text, context
             )
         else:
             steps.advance("export reused", 3)
@@ -220,7 +223,7 @@ def _trials(
             steps,
             run_check,
         )
-        trial.fallback_for = fallback_for.get(key)
+        trial.fallback_for = fallback_for.get(key[:2])
         if source.facts.kind == "decoder":
             host = host_machine()
             trial.device_prediction = device_prediction(
@@ -293,14 +296,15 @@ def _student_message(model_dir: Path, profile: Profile, c: Candidate) -> str:
     )
 
 
-def _export_validate_measure(source: Source, candidate, cache, steps, cal_text):
+def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, context: int):
     model_dir, facts = source.model_dir, source.facts
     steps.advance(f"exporting {candidate.format} {candidate.precision}")
     artifact = export_cached(
         model_dir, facts, candidate.format, candidate.precision, cache, steps.note, cal_text
     )
     steps.advance("validating against the fp32 reference")
-    runner = load_runner(artifact.runtime, artifact.path)
+    settings = runtime_settings(candidate)
+    runner = load_runner(artifact.runtime, artifact.path, **settings)
     try:
         figures = validate(runner, source.ref, candidate.bits)
     except EdgepackError:
@@ -315,6 +319,11 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text):
         quality = {"retention": figures["embedding_cosine_min"], "metric": "embedding cosine"}
     figures["golden"] = _golden(runner, model_dir, facts)
     del runner
+    if settings.get("kv_cache") and source.eval_ref is not None:
+        steps.note(f"measuring the {settings['kv_cache']} KV cache at the target's context")
+        quality["kv_cache"] = kv_cache_effect(
+            artifact, settings["kv_cache"], source.eval_ref.ids, context, facts.vocab_size
+        )
     return artifact, figures, quality
 
 

@@ -37,9 +37,9 @@ def manifest_keys():
     return module
 
 
-def load_runner(runtime: str, model_dir: Path, threads: int | None = None):
+def load_runner(runtime: str, model_dir: Path, threads: int | None = None, **settings):
     """A kit Runner for runtime over model_dir (see targets/devicekit.py for the interface)."""
-    return devicekit().load_runner(runtime, str(model_dir), threads=threads)
+    return devicekit().load_runner(runtime, str(model_dir), threads=threads, **settings)
 
 
 def check_module():

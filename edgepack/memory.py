@@ -196,24 +196,29 @@ def resident(
     device: str,
     context_tokens: int,
     prompt_tokens: int = PROMPT_TOKENS,
+    kv_element_bytes: float | None = None,
 ) -> Memory:
     """The resident-memory breakdown of this row run by `runtime` on `device` ("cpu"/"gpu"),
-    holding the KV cache of `context_tokens` tokens."""
+    holding the KV cache of `context_tokens` tokens (in elements of `kv_element_bytes`, the
+    runtime's default when None)."""
     stored = stored_weights(facts, precision, layers, runtime.name)
     weights = stored.total
+    kv_type = f", {kv_element_bytes:g} B an element" if kv_element_bytes else ""
     if device == "gpu":
-        kv = kv_cache_bytes(facts, layers, runtime.kv_bytes_gpu, context_tokens, runtime)
+        element = kv_element_bytes or runtime.kv_bytes_gpu
+        kv = kv_cache_bytes(facts, layers, element, context_tokens, runtime)
         overhead = runtime.gpu_overhead_bytes
         total = weights + kv + overhead
         arithmetic = (
             f"{total / GB:.2f} GB = weights {weights / GB:.2f} + KV cache {kv / GB:.2f} "
-            f"({context_tokens} tokens) + CUDA runtime {overhead / GB:.2f}"
+            f"({context_tokens} tokens{kv_type}) + CUDA runtime {overhead / GB:.2f}"
         )
         host = runtime.overhead_bytes + CUDA_HOST_BYTES
         return Memory(
             device, context_tokens, weights, weights, kv, 0, overhead, total, host, arithmetic
         )
-    kv = kv_cache_bytes(facts, layers, runtime.kv_bytes_cpu, context_tokens, runtime)
+    element = kv_element_bytes or runtime.kv_bytes_cpu
+    kv = kv_cache_bytes(facts, layers, element, context_tokens, runtime)
     model = RUNTIME_MODELS[runtime.name]
     held = int(model.held(stored, precision, facts))
     buffers = int(model.buffers(stored, precision, facts, layers, kv, prompt_tokens))
@@ -225,7 +230,8 @@ def resident(
         held_text = f"{held / GB:.2f} ({weights / GB:.2f} stored x{factor:.2f})"
     arithmetic = (
         f"{total / GB:.2f} GB = weights {held_text} + KV cache {kv / GB:.2f} "
-        f"({context_tokens} tokens) + buffers {buffers / GB:.2f} + runtime {overhead / GB:.2f}"
+        f"({context_tokens} tokens{kv_type}) + buffers {buffers / GB:.2f} "
+        f"+ runtime {overhead / GB:.2f}"
     )
     return Memory(
         device, context_tokens, weights, held, kv, buffers, overhead, total, total, arithmetic

@@ -81,11 +81,13 @@ class Candidate:
     violations: tuple[str, ...]  # the budgets it misses: memory, vram, disk, decode, quality, ...
     predicted: Prediction
     rank: int | None = None
+    kv_cache: str | None = None  # a smaller KV-cache type than the runtime's default
 
     @property
     def label(self) -> str:
         student = f", {self.student_layers}-layer student" if self.student_layers else ""
-        return f"{self.format} {self.precision}{student}"
+        kv = f", KV cache {self.kv_cache}" if self.kv_cache else ""
+        return f"{self.format} {self.precision}{student}{kv}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         if fmt.name in facts.formats
         for precision in fmt.precisions
     ]
+    candidates += _smaller_kv_caches(facts, profile, candidates, calibration)
     undistilled = [c for c in candidates if c.feasible and c.student_layers is None]
     pool = undistilled or [c for c in candidates if c.feasible]
     feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile, pool))
@@ -188,6 +191,24 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         needs=None if ranked else _needs(facts, profile, candidates),
         notes=tuple(notes),
     )
+
+
+def _smaller_kv_caches(facts, profile, candidates, calibration) -> list[Candidate]:
+    """A candidate that misses only memory, with a smaller KV-cache type where its runtime
+    offers one and that type makes it fit. Chosen only when needed: on small models it saves
+    a few MB and can flip near-tied predictions; its effect at the target's context is
+    measured by the build (edgepack.kvcache)."""
+    extra = []
+    for c in candidates:
+        if c.feasible or not set(c.violations) <= {"memory", "vram"}:
+            continue
+        fmt = FORMATS[c.format]
+        for kv, _ in RUNTIMES[fmt.runtime].kv_options:
+            precision = fmt.precision(c.precision)
+            cand = _evaluate(facts, profile, fmt, precision, c.student_layers, calibration, kv)
+            if cand.feasible:
+                extra.append(cand)
+    return extra
 
 
 def _with_rank(c: Candidate, rank: int) -> Candidate:
@@ -229,13 +250,14 @@ def _evaluate(
     precision: Precision,
     layers: int | None,
     calibration: dict | None = None,
+    kv: str | None = None,
 ) -> Candidate:
     runtime = RUNTIMES[fmt.runtime]
     gpu = profile.gpu
     on_gpu = gpu is not None and "gpu" in precision.devices and runtime.gpu_overhead_bytes > 0
     budget = profile.budget
     efficiency = None if on_gpu else (calibration or {}).get((fmt.runtime, precision.name))
-    p = predict(facts, profile, fmt, precision, layers, on_gpu, efficiency)
+    p = predict(facts, profile, fmt, precision, layers, on_gpu, efficiency, kv)
     found: list[tuple[str, str]] = []  # (violation code, reason)
 
     def miss(code: str, text: str) -> None:
@@ -284,6 +306,7 @@ def _evaluate(
         reasons=tuple(reasons),
         violations=tuple(code for code, _ in found),
         predicted=p,
+        kv_cache=kv,
     )
 
 
@@ -295,9 +318,10 @@ def predict(
     layers: int | None,
     on_gpu: bool,
     efficiency: tuple[float, float] | None = None,
+    kv: str | None = None,
 ) -> Prediction:
     """efficiency: (bandwidth, compute) shares measured for this runtime and precision on a
-    CPU, instead of the priors."""
+    CPU, instead of the priors; kv: one of the runtime's smaller KV-cache types."""
     runtime = RUNTIMES[fmt.runtime]
     kept = layers or facts.num_layers
     stored = stored_weights(facts, precision, layers, fmt.runtime)
@@ -308,11 +332,17 @@ def predict(
     parameters = int(
         layer_params + facts.embedding_parameters + facts.head_parameters + facts.other_parameters
     )
-    kv_elem = runtime.kv_bytes_gpu if on_gpu else runtime.kv_bytes_cpu
-    kv_decode = kv_cache_bytes(facts, layers, kv_elem, DECODE_CONTEXT, runtime)
-    held = resident(
-        facts, precision, layers, runtime, "gpu" if on_gpu else "cpu", profile.budget.context_tokens
+    kv_elem = dict(runtime.kv_options)[kv] if kv else None
+    kv_decode = kv_cache_bytes(
+        facts,
+        layers,
+        kv_elem or (runtime.kv_bytes_gpu if on_gpu else runtime.kv_bytes_cpu),
+        DECODE_CONTEXT,
+        runtime,
     )
+    device = "gpu" if on_gpu else "cpu"
+    context = profile.budget.context_tokens
+    held = resident(facts, precision, layers, runtime, device, context, kv_element_bytes=kv_elem)
 
     hw = profile.hardware
     gpu = profile.gpu

@@ -400,7 +400,7 @@ def _measurement_path(runner, ref: EvalReference) -> Path | None:
     folder, key = ref.cache
     digest = hashlib.sha256(
         f"{key}|{type(runner).__module__}|{runner.version()}|{RESAMPLES}|{SEED}|{LEVEL}|"
-        f"{','.join(Quality.__dataclass_fields__)}".encode()
+        f"{','.join(Quality.__dataclass_fields__)}|{getattr(runner, 'kv_cache', None)}".encode()
     )
     for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(model_dir)}:{path.stat().st_size}:".encode())

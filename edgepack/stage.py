@@ -20,6 +20,7 @@ from . import __version__
 from .bundle import kit_files, staging_dir, write_manifest
 from .formats.registry import RUNTIMES
 from .kit import check_module, kit_dir
+from .kvcache import runtime_settings
 from .manifest import Manifest
 from .model import ModelFacts
 from .selection import Trial
@@ -72,6 +73,7 @@ def stage(
                 "name": artifact.runtime,
                 "package": runtime.package,
                 "requirements": requirements,
+                "settings": runtime_settings(candidate),
             },
             predicted=asdict(candidate.predicted),
             validation=figures,

@@ -68,11 +68,13 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load_runner(runtime: str, model_dir: str, threads: int | None = None):
+def load_runner(runtime: str, model_dir: str, threads: int | None = None, **settings):
+    """settings: the runtime settings a bundle's manifest records (runtime.settings), such as
+    llama.cpp's kv_cache type."""
     if runtime not in RUNNERS:
         raise ValueError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNNERS)}")
     module = importlib.import_module(RUNNERS[runtime])
-    return module.Runner(model_dir, threads=threads)
+    return module.Runner(model_dir, threads=threads, **settings)
 
 
 def read_json(path: str) -> dict:

@@ -39,7 +39,9 @@ def _load(root: str, manifest: dict, threads: int | None):
     runtime = manifest[K.RUNTIME]["name"]
     start = time.perf_counter()
     try:
-        runner = devicekit.load_runner(runtime, os.path.join(root, "model"), threads=threads)
+        settings = manifest[K.RUNTIME].get("settings") or {}
+        model = os.path.join(root, "model")
+        runner = devicekit.load_runner(runtime, model, threads=threads, **settings)
     except ImportError as exc:
         package = manifest[K.RUNTIME]["package"]
         raise CheckError(

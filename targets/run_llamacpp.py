@@ -25,10 +25,17 @@ ENCODER_ARCHS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert", 
 class Runner:
     runtime = "llama.cpp"
 
-    def __init__(self, model_dir: str, threads: int | None = None, n_ctx: int | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        threads: int | None = None,
+        n_ctx: int | None = None,
+        kv_cache: str | None = None,
+    ):
         import llama_cpp
 
         self._lib = llama_cpp
+        self.kv_cache = kv_cache  # a KV-cache type (q8_0) instead of llama.cpp's f16
         self.model_dir = str(model_dir)
         self.path = os.path.join(self.model_dir, MODEL_FILE)
         if not os.path.isfile(self.path):
@@ -66,6 +73,9 @@ class Runner:
         # sliding-window layers (Gemma 2/3) keep only their window: with llama.cpp's default
         # full-size SWA cache they would hold the whole context like global layers
         kwargs["swa_full"] = False
+        if self.kv_cache:  # a quantized V cache needs flash attention
+            kind = getattr(self._lib, f"GGML_TYPE_{self.kv_cache.upper()}")
+            kwargs |= {"type_k": kind, "type_v": kind, "flash_attn": True}
         if embedding:  # the whole input must be one micro-batch for bidirectional attention
             kwargs |= {"n_batch": n_ctx, "n_ubatch": n_ctx}
         return self._lib.Llama(

@@ -57,6 +57,9 @@ class Runtime:
     # whole context (edgepack.memory.kv_cache_bytes)
     windowed_kv: frozenset[str] = frozenset()
     kv_window_slack: int = 0  # cells held beyond the window (a micro-batch)
+    # smaller KV-cache types the runtime offers beside its default: (name, bytes per element),
+    # a plan dimension chosen only when the default does not fit (edgepack.planner)
+    kv_options: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,13 +95,16 @@ MB = 1_000_000
 # (padded to 256) when swa_full is off, as the kit's runner sets it (llama-kv-cache-iswa.cpp);
 # it runs Mistral v0.1 and Phi-3 with full attention (their SWA is disabled there). OpenVINO
 # and ONNX Runtime keep every past token of every layer.
+# KV-cache types: llama.cpp's type_k / type_v q8_0 (32 values in 34 bytes; a quantized V cache
+# needs flash attention, which the kit's runner then turns on). OpenVINO's CPU plugin already
+# holds its KV cache in u8 on x86 (KV_CACHE_PRECISION), the smallest it offers.
 _LLAMACPP_SWA = frozenset({"gemma2", "gemma3_text"})
 RUNTIMES = {
     r.name: r
     for r in (
         Runtime(
             "llama.cpp", "llama-cpp-python", 44 * MB, 2, 2, 0.8, 500 * MB, True,
-            windowed_kv=_LLAMACPP_SWA, kv_window_slack=512,
+            windowed_kv=_LLAMACPP_SWA, kv_window_slack=512, kv_options=(("q8_0", 34 / 32),),
         ),
         Runtime("openvino", "openvino-genai", 113 * MB, 1.125, 2, 0.7),
         Runtime("onnxruntime", "onnxruntime", 54 * MB, 4, 2, 0.6, 500 * MB),
