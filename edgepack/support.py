@@ -37,12 +37,15 @@ def support(architecture: str, model_type: str, kind: str) -> dict[str, str | No
     result: dict[str, str | None] = {}
     for name, fmt in FORMATS.items():
         tool = TOOLS[name]
+        version = tables["versions"][tool]
         if name == "gguf":
             ok = architecture in tables["gguf"]
-            why = f"{tool} {tables['versions'][tool]} has no converter for {architecture}"
+            why = f"{tool} {version} has no converter for {architecture}"
         else:
             ok = task in tables[name].get(model_type, ())
-            why = f"{tool} {tables['versions'][tool]} has no {task} export for {model_type}"
+            why = f"{tool} {version} has no {task} export for {model_type}"
+        if version == "absent":
+            why = f"{tool} is not installed (pip install {tool})"
         if ok and model_type not in fmt.model_types:
             ok = False
             why = f"edgepack's {name} kit is not tested with {model_type}"
