@@ -14,6 +14,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .bundle import publish, write_manifest
 from .calibrate import device_prediction, host_machine, record
 from .calibration import calibration_text
@@ -362,6 +364,14 @@ def _golden(runner, model_dir: Path, facts: ModelFacts) -> list[dict]:
             "text": runner.detokenize(tokens),
         }
         verdict = kit.golden_check(logits, entry)
+        failed = verdict["failed_steps"]
+        if failed and max(f["behind"] for f in failed) <= PATH_DISAGREEMENT:
+            # generate's path (openvino-genai's paged attention, its own kernels) and the
+            # teacher-forced logits differ by a fraction of a logit at a close step: the golden
+            # output follows the logits, which is what the device's check reads
+            entry = _golden_from_logits(kit, runner, entry, failed[0]["step"])
+            entry["generate_differs_at_step"] = failed[0]["step"]
+            verdict = kit.golden_check(runner.logits(ids + entry["tokens"]), entry)
         if not verdict["pass"]:  # generate and logits disagree where the model was sure
             raise ValidationError(
                 f"{runner.runtime}'s generate and logits disagree on the golden prompt "
@@ -369,3 +379,27 @@ def _golden(runner, model_dir: Path, facts: ModelFacts) -> list[dict]:
             )
         golden.append(entry)
     return golden
+
+
+# how far behind the teacher-forced logits' top token generate's choice may be before the
+# export is suspect: two execution paths of one runtime differ by tenths of a logit on 4-bit
+# weights (openvino int4: 0.50); a wrong or perturbed model moves logits by whole units
+PATH_DISAGREEMENT = 1.0
+
+
+def _golden_from_logits(kit, runner, entry: dict, step: int) -> dict:
+    """The golden tokens up to `step`, then continued greedily from the teacher-forced
+    logits (one forward pass a token)."""
+    ids, tokens = entry["prompt_ids"], list(entry["tokens"][:step])
+    eos = set(getattr(runner, "eos", None) or getattr(runner, "_eos", None) or ())
+    while len(tokens) < GOLDEN_TOKENS:
+        token = int(np.argmax(runner.logits(ids + tokens)[-1]))
+        tokens.append(token)
+        if token in eos:
+            break
+    logits = runner.logits(ids + tokens)
+    return entry | {
+        "tokens": tokens,
+        "margins": kit.golden_margins(logits, len(ids), tokens),
+        "text": runner.detokenize(tokens),
+    }
