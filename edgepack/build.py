@@ -23,7 +23,7 @@ from .errors import EdgepackError, QualityError, StudentRequired, ValidationErro
 from .exports import export_cached, forget
 from .formats.base import check_supported
 from .kit import devicekit, load_runner
-from .kvcache import kv_cache_effect, runtime_settings
+from .kvcache import kv_cache_effect
 from .model import ModelFacts, inspect_model
 from .planner import Candidate, plan
 from .profiles import Profile
@@ -33,6 +33,7 @@ from .quality import measure as measure_quality
 from .reference import reference
 from .report import write_report
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
+from .settings import runtime_settings
 from .stage import model_name, run_bundle_check, stage
 from .validate import validate
 

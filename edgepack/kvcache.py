@@ -20,12 +20,6 @@ from .kit import load_runner
 LOGITS_BYTES = 1_000_000_000
 
 
-def runtime_settings(candidate) -> dict:
-    """The kit runner's settings for a planned candidate (recorded in the bundle's manifest
-    as runtime.settings, which check.py passes back to the runner)."""
-    return {"kv_cache": candidate.kv_cache} if getattr(candidate, "kv_cache", None) else {}
-
-
 def kv_cache_effect(
     artifact, kv_cache: str, ids: list[int], context_tokens: int, vocab_size: int
 ) -> dict:

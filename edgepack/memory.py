@@ -105,6 +105,11 @@ class StoredWeights:
         """The matrix the output head reads for every token."""
         return self.embedding if self.tied else self.head
 
+    def experts(self, facts: ModelFacts, layers: int, kept: int) -> float:
+        """The expert matrices of `layers` of the `kept` blocks (a layer's mean share)."""
+        share = facts.expert_parameters / max(facts.layer_parameters, 1)
+        return self.blocks * share * min(layers, kept) / max(kept, 1)
+
 
 def stored_weights(
     facts: ModelFacts, precision: Precision, layers: int | None, runtime: str = ""
@@ -152,6 +157,7 @@ class Memory:
     total_bytes: int  # on the device that holds the weights (VRAM on a GPU)
     host_bytes: int  # peak resident memory of the process on the host
     arithmetic: str
+    host_arithmetic: str = ""  # the host's sum, where weights are held there beside a GPU
 
     @property
     def held_factor(self) -> float:
@@ -197,10 +203,13 @@ def resident(
     context_tokens: int,
     prompt_tokens: int = PROMPT_TOKENS,
     kv_element_bytes: float | None = None,
+    host_expert_layers: int = 0,
 ) -> Memory:
     """The resident-memory breakdown of this row run by `runtime` on `device` ("cpu"/"gpu"),
     holding the KV cache of `context_tokens` tokens (in elements of `kv_element_bytes`, the
-    runtime's default when None)."""
+    runtime's default when None). On a GPU, the expert matrices of the first
+    `host_expert_layers` blocks stay in host RAM (llama.cpp's --n-cpu-moe): llama.cpp maps the
+    GGUF and releases the ranges it copied to the GPU, so the host keeps those tensors' pages."""
     stored = stored_weights(facts, precision, layers, runtime.name)
     weights = stored.total
     kv_type = f", {kv_element_bytes:g} B an element" if kv_element_bytes else ""
@@ -208,14 +217,36 @@ def resident(
         element = kv_element_bytes or runtime.kv_bytes_gpu
         kv = kv_cache_bytes(facts, layers, element, context_tokens, runtime)
         overhead = runtime.gpu_overhead_bytes
-        total = weights + kv + overhead
+        in_host = int(stored.experts(facts, host_expert_layers, layers or facts.num_layers))
+        on_gpu = weights - in_host
+        total = on_gpu + kv + overhead
+        held_text = f"{on_gpu / GB:.2f}"
+        if in_host:
+            held_text += f" (of {weights / GB:.2f}: experts of {host_expert_layers} layers in host)"
         arithmetic = (
-            f"{total / GB:.2f} GB = weights {weights / GB:.2f} + KV cache {kv / GB:.2f} "
+            f"{total / GB:.2f} GB = weights {held_text} + KV cache {kv / GB:.2f} "
             f"({context_tokens} tokens{kv_type}) + CUDA runtime {overhead / GB:.2f}"
         )
-        host = runtime.overhead_bytes + CUDA_HOST_BYTES
+        host = runtime.overhead_bytes + CUDA_HOST_BYTES + in_host
+        host_text = ""
+        if in_host:
+            host_text = (
+                f"{host / GB:.2f} GB = experts of {host_expert_layers} layers "
+                f"{in_host / GB:.2f} + runtime {runtime.overhead_bytes / GB:.2f} "
+                f"+ CUDA libraries {CUDA_HOST_BYTES / GB:.2f}"
+            )
         return Memory(
-            device, context_tokens, weights, weights, kv, 0, overhead, total, host, arithmetic
+            device,
+            context_tokens,
+            weights,
+            weights,
+            kv,
+            0,
+            overhead,
+            total,
+            host,
+            arithmetic,
+            host_text,
         )
     element = kv_element_bytes or runtime.kv_bytes_cpu
     kv = kv_cache_bytes(facts, layers, element, context_tokens, runtime)

@@ -20,10 +20,10 @@ from . import __version__
 from .bundle import kit_files, staging_dir, write_manifest
 from .formats.registry import RUNTIMES
 from .kit import check_module, kit_dir
-from .kvcache import runtime_settings
 from .manifest import Manifest
 from .model import ModelFacts
 from .selection import Trial
+from .settings import runtime_settings
 
 RUNTIME_REQUIREMENTS = {
     "llama.cpp": ["llama-cpp-python", "numpy"],
@@ -154,6 +154,11 @@ def _source(model_dir: Path, facts: ModelFacts) -> dict:
 def _readme(manifest: dict) -> str:
     plan, target, runtime = manifest["plan"], manifest["target"], manifest["runtime"]
     student = f", {plan['student_layers']}-layer student" if plan["student_layers"] else ""
+    if plan.get("cpu_moe_layers"):
+        student += f", experts of {plan['cpu_moe_layers']} layers in host RAM"
+    settings = ", ".join(f"{k} {v}" for k, v in (runtime.get("settings") or {}).items())
+    if settings:
+        settings = f"\nThe runner's settings (manifest.json runtime.settings): {settings}.\n"
     return f"""# {model_name(manifest["source_model"]["path"])} for {target["name"]}
 
 {manifest["artifact"]["format"]} {manifest["artifact"]["precision"]}{student}, run by
@@ -176,7 +181,7 @@ prompt and decode speed, and compares them with the budgets of `manifest.json` (
 
 The model files are in `model/`; the runner for {runtime["name"]}
 (`{kit_files(runtime["name"])[-1]}`) shows how to load and run them.
-{RUNTIME_NOTES.get(runtime["name"], "")}"""
+{settings}{RUNTIME_NOTES.get(runtime["name"], "")}"""
 
 
 def model_name(model_dir: Path) -> str:

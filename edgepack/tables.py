@@ -100,7 +100,7 @@ def _row(c: Candidate, verdict: str) -> list[str]:
         c.precision,
         str(c.bits),
         str(c.student_layers or "-"),
-        c.device,
+        c.device + ("+cpu" if c.cpu_moe_layers else ""),  # experts in host RAM beside a GPU
         f"{p.memory_bytes / GB:.2f}",
         f"{p.disk_bytes / GB:.2f}",
         decode,
@@ -151,6 +151,8 @@ def plan_text(plan: Plan) -> str:
         out.append(
             f"chosen  {c.label} on {c.runtime} ({c.device}): {where} {c.predicted.arithmetic}"
         )
+        if c.predicted.host_arithmetic:
+            out.append(f"        host {c.predicted.host_arithmetic}")
     elif plan.needs:
         out.append(plan.needs["message"])
     out += [f"note    {n}" for n in plan.notes]

@@ -64,6 +64,8 @@ def measure(root: str, manifest: dict, threads: int | None, repetitions: int) ->
         "runtime_version": runner.version(),
         "threads": getattr(runner, "threads", threads),
     }
+    if getattr(runner, "host_tensors", None):  # expert tensors held in host RAM beside a GPU
+        result["host_tensors"] = len(runner.host_tensors)
     if runner.kind == "encoder":
         return result | measure_encoder(runner, repetitions)
     prompts = devicekit.cold_prompts(runner.tokenize, repetitions + 1, PROMPT_TOKENS)

@@ -7,11 +7,19 @@ The context is opened without `logits_all`: keeping every position's logits made
 token of a 128-token prompt ~50% slower and the process ~80 MB larger on the default model.
 `logits()` asks for all positions' logits itself, through llama.cpp's batch API, on the same
 context.
+
+On a GPU, `gpu_layers` layers are offloaded (-1: all). `cpu_moe_layers` keeps the expert tensors
+of the first N layers in host RAM, as llama.cpp's `--n-cpu-moe N` does: a tensor buffer-type
+override (`blk.I.ffn_*_exps` -> the CPU buffer type) for each of those layers, set in the model
+parameters llama-cpp-python does not expose. The tensors llama.cpp reports as overridden while
+loading are kept in `host_tensors`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+from pathlib import Path
 
 import devicekit
 import numpy as np
@@ -20,6 +28,7 @@ MODEL_FILE = "model.gguf"
 CONTEXT_TOKENS = 2048  # decoders: KV cache size, bounded by the model's trained context
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert"})
 ENCODER_ARCHS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert", "neo-bert"})
+EXPERT_TENSORS = r"blk\.{layer}\.ffn_(up|down|gate|gate_up)_exps"  # llama.cpp's --n-cpu-moe
 
 
 class Runner:
@@ -31,11 +40,16 @@ class Runner:
         threads: int | None = None,
         n_ctx: int | None = None,
         kv_cache: str | None = None,
+        gpu_layers: int | None = None,
+        cpu_moe_layers: int | None = None,
     ):
         import llama_cpp
 
         self._lib = llama_cpp
         self.kv_cache = kv_cache  # a KV-cache type (q8_0) instead of llama.cpp's f16
+        self.gpu_layers = gpu_layers
+        self.cpu_moe_layers = int(cpu_moe_layers or 0)
+        self.host_tensors: list[str] = []  # tensors held in host RAM by cpu_moe_layers
         self.model_dir = str(model_dir)
         self.path = os.path.join(self.model_dir, MODEL_FILE)
         if not os.path.isfile(self.path):
@@ -78,9 +92,20 @@ class Runner:
             kwargs |= {"type_k": kind, "type_v": kind, "flash_attn": True}
         if embedding:  # the whole input must be one micro-batch for bidirectional attention
             kwargs |= {"n_batch": n_ctx, "n_ubatch": n_ctx}
-        return self._lib.Llama(
-            model_path=self.path, n_ctx=n_ctx, embedding=embedding, verbose=False, **kwargs
-        )
+        if self.gpu_layers is not None:
+            kwargs["n_gpu_layers"] = int(self.gpu_layers)
+        with _experts_in_host_ram(self._lib, self.cpu_moe_layers) as overridden:
+            llm = self._lib.Llama(
+                model_path=self.path, n_ctx=n_ctx, embedding=embedding, verbose=False, **kwargs
+            )
+        if self.cpu_moe_layers and not overridden:
+            llm.close()
+            raise ValueError(
+                f"cpu_moe_layers {self.cpu_moe_layers}: llama.cpp kept no tensor in host RAM "
+                "(this GGUF has no blk.N.ffn_*_exps expert tensors)"
+            )
+        self.host_tensors = overridden
+        return llm
 
     def version(self) -> str:
         return self._lib.__version__
@@ -168,6 +193,57 @@ class Runner:
     def _require(self, kind: str) -> None:
         if self.kind != kind:
             raise TypeError(f"this runner holds a {self.kind}; that call needs a {kind}")
+
+
+class _Override(ctypes.Structure):  # struct llama_model_tensor_buft_override
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+class _experts_in_host_ram:
+    """While a model loads: the expert tensors of layers 0..layers-1 in the CPU buffer type,
+    and the names of the tensors llama.cpp reports as overridden (its load log)."""
+
+    def __init__(self, lib, layers: int):
+        self.lib, self.layers, self.names = lib, layers, []
+
+    def __enter__(self) -> list[str]:
+        if not self.layers:
+            return self.names
+        lib = self.lib
+        base = ctypes.CDLL(str(Path(lib.__file__).parent / "lib" / "libggml-base.so"))
+        base.ggml_backend_cpu_buffer_type.restype = ctypes.c_void_p
+        cpu = base.ggml_backend_cpu_buffer_type()
+        patterns = [EXPERT_TENSORS.format(layer=i).encode() for i in range(self.layers)]
+        if len(patterns) >= lib.llama_max_tensor_buft_overrides():
+            raise ValueError(f"cpu_moe_layers {self.layers} exceeds llama.cpp's override limit")
+        self._array = (_Override * (len(patterns) + 1))(
+            *[_Override(p, cpu) for p in patterns], _Override(None, None)
+        )
+        self._defaults = lib.llama_cpp.llama_model_default_params
+
+        def params():
+            p = self._defaults()
+            p.tensor_buft_overrides = ctypes.cast(self._array, ctypes.c_void_p)
+            return p
+
+        @lib.llama_log_callback
+        def log(level, text, user_data):
+            line = text.decode("utf-8", errors="replace")
+            if "buffer type overridden" in line:
+                self.names.append(line.split()[1])
+
+        self._log = log  # kept alive while llama.cpp may call it
+        lib.llama_cpp.llama_model_default_params = params
+        lib.llama_log_set(log, ctypes.c_void_p(0))
+        return self.names
+
+    def __exit__(self, *exc) -> None:
+        if not self.layers:
+            return
+        from llama_cpp import _logger
+
+        self.lib.llama_cpp.llama_model_default_params = self._defaults
+        self.lib.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def _kind(config: dict) -> str:

@@ -60,6 +60,9 @@ class Runtime:
     # smaller KV-cache types the runtime offers beside its default: (name, bytes per element),
     # a plan dimension chosen only when the default does not fit (edgepack.planner)
     kv_options: tuple[tuple[str, float], ...] = ()
+    # keeps the expert matrices of a mixture of experts in host RAM, computed by the CPU, while
+    # the rest runs on the GPU (llama.cpp's --n-cpu-moe: tensor buffer-type overrides)
+    expert_offload: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ RUNTIMES = {
         Runtime(
             "llama.cpp", "llama-cpp-python", 44 * MB, 2, 2, 0.8, 500 * MB, True,
             windowed_kv=_LLAMACPP_SWA, kv_window_slack=512, kv_options=(("q8_0", 34 / 32),),
+            expert_offload=True,
         ),
         Runtime("openvino", "openvino-genai", 113 * MB, 1.125, 2, 0.7),
         Runtime("onnxruntime", "onnxruntime", 54 * MB, 4, 2, 0.6, 500 * MB),
