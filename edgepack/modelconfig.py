@@ -131,6 +131,7 @@ def _experts(config: dict, model_type: str, shape: dict, value) -> dict:
         return {"num_experts": 0, "experts_per_token": 0}
     experts = value("num_experts")
     per_token = value("experts_per_token")
+    value("expert_intermediate_size", required=False)  # validated here, read when counting
     if per_token > experts:
         raise ModelError(
             f"num_experts_per_tok {per_token} exceeds the {experts} experts: correct config.json"
@@ -217,11 +218,6 @@ def count_from_config(shape: dict, config: dict) -> dict:
 
 
 def _expert_inter(config: dict, inter: int) -> int:
-    raw = config.get("moe_intermediate_size")
-    if raw is None:
-        return inter  # Mixtral: every expert is an MLP of intermediate_size
-    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= BOUNDS[
-        "expert_intermediate_size"
-    ]:
-        raise ModelError(f"moe_intermediate_size must be a positive integer, got {raw!r}")
-    return raw
+    """An expert's intermediate size (shape_from_config validated it); Mixtral's experts are
+    MLPs of intermediate_size."""
+    return config.get("moe_intermediate_size") or inter
