@@ -40,7 +40,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from .cache import alive
+from .cache import alive, write_atomic
 from .errors import VerificationError
 from .kit import check_module, devicekit, kit_dir
 
@@ -84,9 +84,7 @@ def write_manifest(root: Path, manifest: dict) -> dict:
     """Write manifest.json with the file table of `root` and its own digest."""
     manifest = {**manifest, "files": file_entries(root)}
     manifest["manifest_sha256"] = check_module().manifest_digest(manifest)
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(root / "manifest.json")
+    write_atomic(root / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 

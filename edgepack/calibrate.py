@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+from .cache import write_atomic
 from .formats.registry import FORMATS
 from .hardware import cpu_peak_ops, isa_class
 from .model import ModelFacts
@@ -135,9 +136,7 @@ def record(cache_dir, host: dict, runtime: str, precision: str, eff: dict, model
         "date": datetime.date.today().isoformat(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def stored(cache_dir, host: dict) -> dict:

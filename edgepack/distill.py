@@ -52,6 +52,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cache import write_atomic
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
 from .distill_train import compare, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
@@ -339,9 +340,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
         "wall_s": round(time.monotonic() - started, 1),
         "command": command_line(teacher_dir, layers, out),
     }
-    tmp = out / f".{REPORT_FILE}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / REPORT_FILE)
+    write_atomic(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 

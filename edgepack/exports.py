@@ -26,6 +26,7 @@ from pathlib import Path
 from . import calibration as cal
 from .bundle import STAGING, clean_leftovers
 from .cache import content_key as model_key
+from .cache import write_atomic
 from .formats.base import Artifact, Progress, exporter
 from .formats.registry import resolve
 from .model import ModelFacts
@@ -70,9 +71,7 @@ def export_cached(
         "kind": artifact.kind,
         "details": artifact.details,
     }
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(meta)
+    write_atomic(meta, json.dumps(data, indent=2, default=str))
     return Artifact(path=dest, **data)
 
 

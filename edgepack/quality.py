@@ -74,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import write_atomic
 from .errors import EdgepackError
 from .evaltext import BUILTIN_TEXTS, DEFAULT_TEXT, eval_text, first_tokens  # noqa: F401
 
@@ -387,9 +388,7 @@ def measure(runner, ref: EvalReference) -> Quality:
     quality = summarize(score_chunks(runner, ref), ref)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(quality)))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(asdict(quality)))
     return quality
 
 
