@@ -37,6 +37,14 @@ def manifest_keys():
     return module
 
 
+def gpu_module():
+    """The kit's gpu module: how a GPU bundle proves it ran on the GPU, and the GPU builds."""
+    _import_path()
+    import gpu as module
+
+    return module
+
+
 def load_runner(runtime: str, model_dir: Path, threads: int | None = None, **settings):
     """A kit Runner for runtime over model_dir (see targets/devicekit.py for the interface)."""
     return devicekit().load_runner(runtime, str(model_dir), threads=threads, **settings)

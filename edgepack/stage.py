@@ -19,7 +19,7 @@ from pathlib import Path
 from . import __version__
 from .bundle import kit_files, staging_dir, write_manifest
 from .formats.registry import RUNTIMES
-from .kit import check_module, kit_dir
+from .kit import check_module, gpu_module, kit_dir
 from .manifest import Manifest
 from .model import ModelFacts
 from .selection import Trial
@@ -38,6 +38,20 @@ the same setting when you load `model/` yourself (`ov_config={"INFERENCE_PRECISI
 "f32"}` for optimum-intel, or as a property of `openvino_genai.LLMPipeline`).
 """,
 }
+GPU_NOTE = """
+## On the GPU
+
+This bundle is planned for the target's {accelerator}. `check.py` is an ERROR (exit 2) where
+{runtime} runs it on the CPU, and on the GPU it judges the VRAM the model holds against
+`budget.accelerator_memory_gb`. Install the runtime's GPU build before the check:
+
+```sh
+{build}
+```
+
+`check.py --allow-cpu` runs it on a CPU all the same, as a smoke test (the build host's own
+check does so where it has no GPU); those figures are not the GPU's.
+"""
 NO_CHECK = "--no-check was given: this host did not run the bundle's check"
 
 
@@ -87,7 +101,9 @@ def stage(
         check = {}
         if run_check:
             steps.advance("running the bundle's check.py on this host")
-            check = run_bundle_check(staging)
+            # a build host without the target's GPU runs a GPU bundle's check on its CPU
+            extra = ["--allow-cpu"] if candidate.device == "gpu" else []
+            check = run_bundle_check(staging, extra)
             check["bundle"] = str(dest.resolve())  # where it is published, not the staging dir
             data["build_host"] = {"host": check.get("host"), "check": check}
             data = write_manifest(staging, data)
@@ -181,7 +197,15 @@ prompt and decode speed, and compares them with the budgets of `manifest.json` (
 
 The model files are in `model/`; the runner for {runtime["name"]}
 (`{kit_files(runtime["name"])[-1]}`) shows how to load and run them.
-{settings}{RUNTIME_NOTES.get(runtime["name"], "")}"""
+{settings}{RUNTIME_NOTES.get(runtime["name"], "")}{_gpu_note(plan, target, runtime)}"""
+
+
+def _gpu_note(plan: dict, target: dict, runtime: dict) -> str:
+    if plan.get("device") != "gpu":
+        return ""
+    accelerator = (target.get("accelerator") or {}).get("name") or "GPU"
+    build = gpu_module().GPU_BUILDS.get(runtime["name"], "a GPU build of the runtime")
+    return GPU_NOTE.format(accelerator=accelerator, runtime=runtime["name"], build=build)
 
 
 def model_name(model_dir: Path) -> str:

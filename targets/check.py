@@ -11,8 +11,11 @@ Runs with the standard library, numpy and the bundle's runtime package only. In 
    memory from the operating system; then, in a second child, the golden outputs teacher-forced
    (see devicekit.golden_check);
 3. compare with the budgets (the manifest's target, or --profile) and report.
+A bundle planned for a GPU must run on it: on a host where the runtime has no GPU it is an
+ERROR naming the GPU build to install (targets/gpu.py), unless --allow-cpu; on the GPU the VRAM
+it holds is judged against budget.accelerator_memory_gb.
 Exit codes: 0 PASS, 1 FAIL (a budget or golden output missed), 2 ERROR (missing runtime
-package, corrupt or missing file, cannot load).
+package, corrupt or missing file, cannot load, no GPU for a GPU bundle).
 """
 
 from __future__ import annotations
@@ -93,11 +96,13 @@ def verify_files(root: str, manifest: dict) -> int:
     return total
 
 
-def run_child(mode: str, threads: int | None, repetitions: int) -> tuple[dict, int]:
+def run_child(
+    mode: str, threads: int | None, repetitions: int, allow_cpu: bool = False
+) -> tuple[dict, int]:
     """One measuring process (mode "measure" or "golden"); its report and its own peak RSS in
     bytes from the operating system (wait4: this child's rusage alone)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", mode]
-    cmd += ["--repetitions", str(repetitions)]
+    cmd += ["--repetitions", str(repetitions)] + (["--allow-cpu"] if allow_cpu else [])
     if threads:
         cmd += ["--threads", str(threads)]
     with tempfile.TemporaryFile(mode="w+") as err:
@@ -191,6 +196,17 @@ def judge(manifest: dict, budget: dict, measured: dict, disk: int) -> list[dict]
             "pass": measured["first_token_ms_p50"] <= budget["first_token_ms"],
         },
     ]
+    if measured.get("device") == "gpu":
+        vram, limit = measured.get("vram_bytes"), budget.get("accelerator_memory_gb")
+        checks.append(
+            {
+                "name": "vram",
+                "measured": vram,
+                "budget": limit * gb if limit else None,
+                "unit": f"bytes ({measured.get('vram_source')})",
+                "pass": vram is not None and limit is not None and vram <= limit * gb,
+            }
+        )
     if measured.get("decode_tokens_per_s_p50") is not None:
         checks.append(
             {
@@ -244,6 +260,8 @@ def report_text(result: dict) -> str:
             f"  {c['unit']}"
         )
     m, h = result["measured"], result["host"]
+    if m.get("planned_device") == "gpu" and m.get("device") != "gpu":
+        lines.append("  NOTE: planned for a GPU, measured on this host's CPU (--allow-cpu)")
     lines.append(
         f"  load {m['load_s']:.2f} s; first token p95 {fmt(m['first_token_ms_p95'])} ms; "
         f"decode p95 {fmt(m['decode_tokens_per_s_p95'])} tok/s; {m.get('threads')} threads"
@@ -271,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, help="runtime threads (default: every core this process may use)"
     )
     parser.add_argument("--repetitions", type=int, default=5, help="timed runs (default 5)")
+    parser.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="a bundle planned for a GPU may run on this host's CPU (a smoke test off the "
+        "device: its figures are not the GPU's)",
+    )
     parser.add_argument("--child", choices=("measure", "golden"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -280,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.child == "golden":
                 report = check_golden(HERE, manifest, args.threads)
             else:
-                report = measure(HERE, manifest, args.threads, max(1, args.repetitions))
+                report = measure(
+                    HERE, manifest, args.threads, max(1, args.repetitions), args.allow_cpu
+                )
         except CheckError as exc:
             report = {"error": str(exc)}
         print(json.dumps(report))
@@ -301,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         budget = read_budget(manifest, args.profile)
         # the timed run alone sets the peak: the golden check loads the model a second time in
         # a process of its own, as it may hold more (OpenVINO compiles the IR for its logits)
-        measured, peak = run_child("measure", args.threads, max(1, args.repetitions))
+        measured, peak = run_child(
+            "measure", args.threads, max(1, args.repetitions), args.allow_cpu
+        )
         measured["peak_rss_bytes"] = peak
         golden, _ = run_child("golden", args.threads, 1)
         measured["golden"] = golden["golden"]

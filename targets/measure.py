@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+import gpu
 import manifestkeys as K
 
 PROMPT_TOKENS = 128
@@ -52,17 +53,30 @@ def _load(root: str, manifest: dict, threads: int | None):
     return devicekit, runner, time.perf_counter() - start
 
 
-def measure(root: str, manifest: dict, threads: int | None, repetitions: int) -> dict:
+def measure(
+    root: str, manifest: dict, threads: int | None, repetitions: int, allow_cpu: bool = False
+) -> dict:
     """Runs in the measuring child: load, then latency and speed, as the device will run it.
 
     Every timed generation (the warm-up too) starts from a prompt of PROMPT_TOKENS ids this
     process has not seen, from an empty KV cache: a runtime that reuses a cached prefix
-    (openvino-genai does) would otherwise report a first token several times too fast."""
+    (openvino-genai does) would otherwise report a first token several times too fast.
+
+    A bundle planned for a GPU must run on one: a runner on the CPU is an error naming why,
+    unless allow_cpu (a smoke test off the device). On the GPU, the VRAM it holds after the
+    timed runs is measured (gpu.vram_in_use)."""
+    on_gpu = (manifest.get(K.PLAN) or {}).get("device") == "gpu"
+    before = gpu.memory_used() if on_gpu else None
     devicekit, runner, load_s = _load(root, manifest, threads)
+    device = getattr(runner, "device", "cpu")
+    if on_gpu and device != "gpu" and not allow_cpu:
+        raise CheckError(gpu.missing_message(manifest, runner))
     result = {
         "load_s": load_s,
         "runtime_version": runner.version(),
         "threads": getattr(runner, "threads", threads),
+        "device": device,
+        "planned_device": "gpu" if on_gpu else "cpu",
     }
     if getattr(runner, "host_tensors", None):  # expert tensors held in host RAM beside a GPU
         result["host_tensors"] = len(runner.host_tensors)
@@ -76,6 +90,8 @@ def measure(root: str, manifest: dict, threads: int | None, repetitions: int) ->
         first.append(gen.first_token_s * 1000)
         decode.append(gen.decode_tokens_per_s)
         processed.append(gen.prompt_tokens_processed)
+    if device == "gpu":
+        result["vram_bytes"], result["vram_source"] = gpu.vram_in_use(os.getpid(), before)
     return result | {
         "prompt_tokens": PROMPT_TOKENS,
         "prompt_tokens_processed": processed,

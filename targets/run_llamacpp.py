@@ -70,6 +70,16 @@ class Runner:
                 self.kind = "encoder"
                 self._llm = self._open(min(n_ctx, 512), embedding=True)
         self.n_ctx = self._llm.n_ctx()
+        # where the model runs: on a GPU only with layers to offload and a GPU backend built in
+        self.device, self.device_note = "cpu", ""
+        if self.gpu_layers:
+            if llama_cpp.llama_supports_gpu_offload():
+                self.device = "gpu"
+            else:
+                self.device_note = (
+                    f"llama-cpp-python {llama_cpp.__version__} here has no GPU backend "
+                    "(llama_supports_gpu_offload() is false)"
+                )
         self.start = devicekit.leading_ids(
             lambda text, special: self._llm.tokenize(text.encode(), add_bos=special, special=False)
         )

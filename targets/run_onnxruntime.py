@@ -43,6 +43,11 @@ class Runner:
             os.path.join(self.model_dir, MODEL_FILE), sess_options=options, providers=providers
         )
         self.providers = self.session.get_providers()
+        self.device = "gpu" if "CUDAExecutionProvider" in self.providers else "cpu"
+        self.device_note = "" if self.device == "gpu" else (
+            f"onnxruntime {ort.__version__} here offers {', '.join(self.providers)}: "
+            "no CUDAExecutionProvider"
+        )
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.tokenizer = devicekit.HFTokenizer(self.model_dir)

