@@ -10,7 +10,6 @@ and tarball.
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from .exports import export_cached, forget
 from .formats.base import check_supported
 from .kit import devicekit, load_runner
 from .kvcache import kv_cache_effect
+from .liblog import terminal
 from .model import ModelFacts, inspect_model
 from .planner import Candidate, plan
 from .profiles import Profile
@@ -245,7 +245,7 @@ def _trials(
                 f"{profile.name}: {candidate.label} keeps {interval_text(quality)}, under "
                 f"the floor {profile.budget.min_quality:g}; trying its mixed-precision "
                 f"variant {fallback.label}",
-                file=sys.stderr,
+                file=terminal(),
             )
             queue.append(fallback)
             fallback_for[(fallback.format, fallback.precision)] = candidate.label
@@ -274,7 +274,7 @@ def distil_student(model_dir: Path, layers: int, cache: Path, steps: int | None)
     steps = steps or DEFAULT_STEPS
     dest = student_dir(model_dir, layers, cache, steps)
     if (dest / REPORT_FILE).is_file():
-        print(f"reusing the distilled {layers}-layer student in {dest}", file=sys.stderr)
+        print(f"reusing the distilled {layers}-layer student in {dest}", file=terminal())
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".distilling-{layers}L-", dir=dest.parent))

@@ -6,7 +6,6 @@ Heavy backends are imported by the commands that need them, never at start-up.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_USAGE, EdgepackError, PlanError, ProfileError
+from .liblog import libraries_to_log
 
 MODEL_HELP = "Hugging Face model directory (default: the embedded SmolLM2-135M-Instruct)."
 
@@ -47,22 +47,6 @@ def _facts(model, allow_pickle, trust_remote_code):
 
         model = default_model_dir()
     return inspect_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Send everything written to stdout (Python or C level) to stderr for the block."""
-    sys.stdout.flush()
-    saved, previous = os.dup(1), sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        sys.stdout = previous
 
 
 def _emit(data) -> None:
@@ -267,7 +251,7 @@ def build(
             f"--format {format_name} does not support this model: {unsupported[format_name]}; "
             f"formats that do: {', '.join(facts.formats) or 'none'}"
         )
-    with _stdout_to_stderr():  # exporters and their libraries print; stdout is for the result
+    with libraries_to_log("build"):  # their output goes to a log; stdout is for the result
         results = run_build(
             Path(facts.path),
             facts,
@@ -367,7 +351,7 @@ def distill_command(teacher, out, layers, ratio, data, resume, eval_data, as_jso
 
         teacher = default_model_dir()
     options = {k: v for k, v in numbers.items() if v is not None}
-    with _stdout_to_stderr():  # libraries print; stdout is for the result
+    with libraries_to_log("distill"):  # their output goes to a log; stdout is for the result
         report = distill(
             Path(teacher),
             Path(out),

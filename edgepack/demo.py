@@ -14,13 +14,13 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from edgepack.cache import alive, cache_root
 from edgepack.errors import ModelError
+from edgepack.liblog import terminal
 
 __all__ = ["cache_root", "default_model_dir", "gguf_path"]
 
@@ -145,7 +145,7 @@ def _materialise(source: Path, out: Path, progress: bool) -> None:
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
 
     tensors = {}
-    bar = tqdm(reader.tensors, f"Materialising {MODEL_NAME}", file=sys.stderr, disable=not progress)
+    bar = tqdm(reader.tensors, f"Materialising {MODEL_NAME}", file=terminal(), disable=not progress)
     for t in bar:
         array = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         array = array.reshape(tuple(int(n) for n in reversed(t.shape)))  # ggml ne is reversed

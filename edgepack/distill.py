@@ -48,7 +48,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -56,6 +55,7 @@ from .cache import write_atomic
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
 from .distill_train import compare, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
+from .liblog import terminal
 from .student_report import (  # noqa: F401 (the student's report, read by build and the CLI)
     REPORT_FILE,
     command_line,
@@ -244,7 +244,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
     started = time.monotonic()
     transformers.logging.set_verbosity_error()
     if progress is True:
-        note = lambda message: print(f"distill: {message}", file=sys.stderr)  # noqa: E731
+        note = lambda message: print(f"distill: {message}", file=terminal())  # noqa: E731
     else:
         note = progress or (lambda message: None)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)

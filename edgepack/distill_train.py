@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UnsupportedModelError
+from .liblog import terminal
 
 _LAYER_KEY = re.compile(r"^(.*?\.(?:layers|h|blocks)\.)(\d+)(\..+)$")
 
@@ -251,7 +251,7 @@ def _callbacks(progress, tokens_per_step):
                     initial=state.global_step,
                     desc="distilling",
                     unit="step",
-                    file=sys.stderr,
+                    file=terminal(),
                     dynamic_ncols=True,
                 )
 

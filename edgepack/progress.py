@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import time
+
+from .liblog import terminal
 
 
 class Steps:
@@ -16,7 +17,7 @@ class Steps:
         self.bar = tqdm(
             total=total,
             desc=description,
-            file=sys.stderr,
+            file=terminal(),
             leave=True,
             bar_format="{desc}: {n}/{total} {bar:20} {elapsed} {postfix}",
         )

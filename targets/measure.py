@@ -41,6 +41,9 @@ def _load(root: str, manifest: dict, threads: int | None):
     start = time.perf_counter()
     try:
         settings = manifest[K.RUNTIME].get("settings") or {}
+        context = manifest[K.TARGET]["budget"].get("context_tokens")
+        if runtime == "llama.cpp" and context:  # it allocates its whole context at load:
+            settings = {"n_ctx": int(context), **settings}  # the target's, as planned
         model = os.path.join(root, "model")
         runner = devicekit.load_runner(runtime, model, threads=threads, **settings)
     except ImportError as exc:

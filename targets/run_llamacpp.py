@@ -59,7 +59,7 @@ class Runner:
         self.threads = int(threads or devicekit.default_threads())
         trained = config.get("max_position_embeddings") or 0
         if self.kind == "encoder":
-            n_ctx = n_ctx or min(trained or 512, 512)
+            n_ctx = min(n_ctx or 512, trained or 512, 512)  # one input at a time
         else:
             n_ctx = n_ctx or (min(CONTEXT_TOKENS, trained) if trained else CONTEXT_TOKENS)
         self._llm = self._open(n_ctx, embedding=self.kind == "encoder")

@@ -66,8 +66,23 @@ def bundles(tmp_path_factory, generous):
         data = json.loads(result.stdout)
         (bundle,) = data["bundles"]
         assert {"path", "tarball", "target", "format", "precision", "student_layers"} <= set(bundle)
-        built[fmt] = bundle
+        built[fmt] = bundle | {"stderr": result.stderr}
     return built
+
+
+@pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])
+def test_libraries_output_stays_off_the_terminal(bundles, fmt):
+    """The exporters' and runtimes' own messages go to the log named on stderr; the terminal
+    shows edgepack's progress, and stdout its JSON (parsed by the fixture)."""
+    stderr = bundles[fmt]["stderr"]
+    (line,) = [ln for ln in stderr.splitlines() if "libraries' messages go to" in ln]
+    log = Path(line.split(" go to ", 1)[1].strip())
+    assert log.is_file()
+    for noise in ("TracerWarning", "UserWarning", "[INFO]", "[WARNING]", "llama_model_loader"):
+        assert noise not in stderr, noise
+    assert f"{fmt} " in stderr  # the progress bar
+    if fmt == "openvino":  # its export traces the model: torch's warnings are in the log
+        assert "TracerWarning" in log.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])

@@ -1,0 +1,65 @@
+"""Libraries' own output kept off the terminal, in a log the user can open.
+
+While a long command works, file descriptors 1 and 2 point to a log file under the cache
+(`logs/COMMAND-TIME-PID.log`): what torch, transformers, optimum, NNCF, ONNX Runtime, OpenVINO
+and llama.cpp print, from Python or from C, and what their child processes print, lands there.
+edgepack's own progress bars and notes go to the terminal's stderr through `terminal()`;
+the command's result (text or `--json`) is printed after the block, on the real stdout.
+EDGEPACK_VERBOSE=1 leaves everything on the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+from pathlib import Path
+
+KEEP = 20  # the newest logs kept
+_terminal = None
+
+
+def terminal():
+    """The stream for edgepack's own progress and notes: the terminal's stderr."""
+    return _terminal or sys.stderr
+
+
+@contextlib.contextmanager
+def libraries_to_log(command: str):
+    global _terminal
+    if os.environ.get("EDGEPACK_VERBOSE") or _terminal is not None:
+        yield None
+        return
+    from .cache import cache_root
+
+    folder = cache_root() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{command}-{stamp}-{os.getpid()}.log"
+    _prune(folder)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    _terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8")
+    print(f"edgepack: libraries' messages go to {path}", file=_terminal)
+    with open(path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield path
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        _terminal.close()
+        _terminal = None
+
+
+def _prune(folder: Path) -> None:
+    logs = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    for old in logs[: max(0, len(logs) - KEEP + 1)]:
+        old.unlink(missing_ok=True)
