@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_USAGE, EdgepackError, PlanError, ProfileError
 from .liblog import libraries_to_log
+from .progress import end_bars
 
 MODEL_HELP = "Hugging Face model directory (default: the embedded SmolLM2-135M-Instruct)."
 
@@ -381,7 +382,10 @@ def main(argv: list[str] | None = None) -> None:
         return EXIT_INTERNAL
 
     try:
-        code = cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+        try:
+            code = cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+        finally:
+            end_bars()
     except click.exceptions.Abort as exc:
         # click turns an EOFError or KeyboardInterrupt raised inside a command into Abort, from
         # it; a prompt's own Abort has no cause. No command reads stdin: an EOFError is a bug.

@@ -49,6 +49,9 @@ def libraries_to_log(command: str):
     try:
         yield path
     finally:
+        from .progress import end_bars
+
+        end_bars()  # on the terminal stream, before it closes
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved_out, 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from . import memory_genai
 from .formats.registry import KQUANT_FALLBACK_BPW, KQUANT_FALLBACK_REPACKED_BPW, Precision, Runtime
 from .model import ModelFacts
 
@@ -46,7 +47,12 @@ GGUF_METADATA_BYTES_PER_TOKEN = 38
 # vocab_only=True (llama_model_load_from_file) added 18.1 MB for 49,152 tokens and 48,900
 # merges. The kit's HFTokenizer (the `tokenizers` package on tokenizer.json, which the OpenVINO
 # and ONNX Runtime runners load): 36.7 MB for the same vocabulary.
-TOKENIZER_BYTES_PER_TOKEN = {"llama.cpp": 368, "openvino": 747, "onnxruntime": 747}
+TOKENIZER_BYTES_PER_TOKEN = {
+    "llama.cpp": 368,
+    "openvino": 747,
+    "onnxruntime": 747,
+    "onnxruntime-genai": 747,  # the same HFTokenizer
+}
 # llama.cpp's context beyond its KV cache and compute graph (model and context structs, the
 # backend scheduler, OpenMP threads): fitted as the mean remainder of the seven gguf rows of
 # tools/memory_bench.py (measured peak minus every other term: 5.4 to 7.6 MB, mean 6.5).
@@ -379,4 +385,5 @@ RUNTIME_MODELS = {
     "llama.cpp": RuntimeMemory(_held_llamacpp, _buffers_llamacpp),
     "openvino": RuntimeMemory(_held_openvino, _buffers_openvino),
     "onnxruntime": RuntimeMemory(_held_onnxruntime, _buffers_onnxruntime),
+    "onnxruntime-genai": RuntimeMemory(memory_genai.held, memory_genai.buffers),
 }

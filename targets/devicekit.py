@@ -1,9 +1,10 @@
 """The on-device kit's shared pieces: stdlib and numpy only.
 
 Every bundle carries this directory. A runner module per runtime (run_llamacpp, run_openvino,
-run_onnxruntime) exposes `Runner(model_dir, threads=None)` with:
+run_onnxruntime, run_onnxruntime_genai) exposes `Runner(model_dir, threads=None)` with:
 
     runtime                             "llama.cpp" | "openvino" | "onnxruntime"
+                                        | "onnxruntime-genai"
     kind                                "decoder" | "encoder"
     threads                             the thread count it runs with (prompt and decode)
     version() -> str                    the runtime package's version
@@ -33,6 +34,7 @@ RUNNERS = {
     "llama.cpp": "run_llamacpp",
     "openvino": "run_openvino",
     "onnxruntime": "run_onnxruntime",
+    "onnxruntime-genai": "run_onnxruntime_genai",
 }
 
 

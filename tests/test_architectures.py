@@ -19,10 +19,10 @@ from tests.tiny import ARCHITECTURES, make_tiny
 
 pytestmark = pytest.mark.integration
 
-EIGHT_BIT = {"gguf": "q8_0", "openvino": "int8", "onnx": "int8"}
+EIGHT_BIT = {"gguf": "q8_0", "openvino": "int8", "onnx": "int8", "onnx-genai": "int8"}
 # what each exporter supports, as edgepack.support reads it from the exporters themselves
 EXPECTED_FORMATS = {
-    "llama": {"gguf", "openvino", "onnx"},
+    "llama": {"gguf", "openvino", "onnx", "onnx-genai"},
     "mistral": {"gguf", "openvino", "onnx"},
     "qwen2": {"gguf", "openvino", "onnx"},
     "qwen3": {"gguf", "openvino", "onnx"},

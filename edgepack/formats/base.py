@@ -55,7 +55,7 @@ class Exporter(Protocol):
 
 def exporter(format_name: str) -> Exporter:
     """The format module, imported only when an export needs it (its backends are heavy)."""
-    return importlib.import_module(f"edgepack.formats.{format_name}")
+    return importlib.import_module(f"edgepack.formats.{format_name.replace('-', '_')}")
 
 
 def check_supported(facts: ModelFacts, format_name: str) -> None:

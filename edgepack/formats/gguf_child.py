@@ -1,5 +1,6 @@
-"""Running llama.cpp's tools as child processes for the GGUF exporter: the run, the line of its
-log that says what went wrong, and the installed version of a distribution."""
+"""Running an exporter's tools as child processes (llama.cpp's for GGUF, onnxruntime-genai's
+builder): the run, the line of its log that says what went wrong, and the installed version of
+a distribution."""
 
 from __future__ import annotations
 
@@ -38,5 +39,5 @@ def version(dist: str) -> str:
         return installed(dist)
     except PackageNotFoundError:
         raise ExportError(
-            f"{dist} is not installed; install it (pip install {dist}) to export GGUF"
+            f"{dist} is not installed; install it (pip install {dist}) to export this format"
         ) from None
