@@ -122,7 +122,8 @@ def stored_weights(
 ) -> StoredWeights:
     kept = layers or facts.num_layers
     layer_params = facts.layer_parameters * kept / facts.num_layers
-    tied = facts.tie_word_embeddings and (runtime, facts.model_type) not in UNTIED_EXPORTS
+    untied = (runtime, facts.model_type) in UNTIED_EXPORTS or precision.untied
+    tied = facts.tie_word_embeddings and not untied
     head_params = facts.embedding_parameters if facts.tie_word_embeddings else facts.head_parameters
     embed_bpw = table_bpw(facts, precision, precision.tied_bpw if tied else precision.embed_bpw)
     return StoredWeights(

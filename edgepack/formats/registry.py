@@ -36,6 +36,7 @@ class Precision:
     # "required" (always data-aware; the built-in text when none is given). edgepack.calibration
     calibration: str = "none"
     mixed: str | None = None  # a 4-bit row's mixed-precision fallback: the name of that row
+    untied: bool = False  # the export writes a tied head as a matrix of its own (head_bpw)
     # bits per block weight in a type llama.cpp's CPU backend repacks into an interleaved copy
     # beside the mapped file (q4_0 and q4_K: its CPU_REPACK buffer, edgepack.memory)
     cpu_repacked_bpw: float = 0.0
@@ -224,7 +225,7 @@ FORMATS = {
                 Precision("fp32", None, 32, 32, 32, 32, 32, 0.0, CPU),
                 # the embedding stays fp32 and the head its own int8 matrix (the builder's
                 # shared int8 embedding does not load in onnxruntime-genai 0.15.2)
-                Precision("int8", "int8", 8, 9, 32, 9, 32, 0.001, CPU),
+                Precision("int8", "int8", 8, 9, 32, 9, 32, 0.001, CPU, untied=True),
                 # a tied embedding and head share one 4-bit matrix (GatherBlockQuantized)
                 Precision("int4", "int4", 4, 5, 32, 5, 5, 0.03, CPU, mixed="int4_mixed"),
                 # k_quant_mixed: k-quant int4, the head and the most sensitive layers in int8
