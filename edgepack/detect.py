@@ -266,13 +266,15 @@ def _toml(value) -> str:
 
 def _runtimes(cpu: Cpu, gpu: Gpu | None) -> tuple[list[str], str]:
     llama_first = ["llama.cpp", "onnxruntime", "openvino"]
+    genai = ["onnxruntime-genai"]  # the kit runs it on the CPU
     if gpu is not None:
         return llama_first, "llama.cpp runs on CUDA; OpenVINO only on the CPU"
     if cpu.arch == "arm64":
-        return llama_first, "llama.cpp has the best-tuned NEON kernels"
+        return llama_first + genai, "llama.cpp has the best-tuned NEON kernels"
     if "intel" in cpu.model.lower():
-        return ["openvino", "llama.cpp", "onnxruntime"], "OpenVINO is Intel's own runtime"
-    return llama_first, "OpenVINO is tuned for Intel CPUs, not this one"
+        intel = ["openvino", "llama.cpp", "onnxruntime", *genai]
+        return intel, "OpenVINO is Intel's own runtime"
+    return llama_first + genai, "OpenVINO is tuned for Intel CPUs, not this one"
 
 
 def _gpu_entries(machine: Machine, gpu: Gpu) -> tuple[list, tuple]:

@@ -68,6 +68,7 @@ RAW = {  # runtime -> its raw variants: (key in the report, child variant, label
         ("raw_genai", "genai", "raw openvino-genai"),
     ],
     "onnxruntime": [("raw", "optimum_ort", "raw optimum ONNX Runtime")],
+    "onnxruntime-genai": [("raw", "og", "raw onnxruntime-genai")],
 }
 N_CTX = 2048  # the llama.cpp kit's context; the raw Llama gets the same KV cache
 CHECK_PROMPT = (128, 64)  # check.py's own prompt length and new tokens

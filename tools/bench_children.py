@@ -224,6 +224,41 @@ def genai_variant(spec: dict) -> dict:
     return figures | timed_runs(generate, spec)
 
 
+def og_variant(spec: dict) -> dict:
+    """onnxruntime-genai's own loop, as its examples run it: append the prompt, then
+    generate_next_token until the length (greedy search options, its own argmax)."""
+    start = time.perf_counter()  # load_s: imports and model load
+    import numpy as np
+    import onnxruntime_genai as og
+
+    config = og.Config(spec["model_dir"])
+    if spec["threads"]:
+        options = {"intra_op_num_threads": spec["threads"]}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    model = og.Model(config)
+    load_s = time.perf_counter() - start
+
+    def generate(prompt: list[int], n: int):
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt) + n, do_sample=False)
+        generator = og.Generator(model, params)
+        begin = time.perf_counter()
+        generator.append_tokens(np.asarray([prompt], dtype=np.int32))
+        generator.generate_next_token()
+        first = time.perf_counter() - begin
+        tokens = [int(generator.get_next_tokens()[0])]
+        begin = time.perf_counter()
+        while len(tokens) < n:
+            generator.generate_next_token()
+            tokens.append(int(generator.get_next_tokens()[0]))
+        rest = time.perf_counter() - begin
+        return first, (len(tokens) - 1) / rest if rest > 0 else 0.0, tokens, len(prompt)
+
+    api = f"onnxruntime-genai {og.__version__} Generator.generate_next_token"
+    figures = {"api": api, "load_s": load_s, "threads": spec["threads"] or None}
+    return figures | timed_runs(generate, spec)
+
+
 def optimum_ort_variant(spec: dict) -> dict:
     start = time.perf_counter()  # load_s: imports and model load
     import onnxruntime as ort
@@ -406,6 +441,7 @@ VARIANTS = {
     "optimum_ov": optimum_ov_variant,
     "genai": genai_variant,
     "optimum_ort": optimum_ort_variant,
+    "og": og_variant,
     "runner": runner_variant,
     "reference": reference_variant,
     "quality": quality_variant,
