@@ -34,16 +34,21 @@ def libraries_to_log(command: str):
     from .cache import cache_root
 
     folder = cache_root() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = folder / f"{command}-{stamp}-{os.getpid()}.log"
-    _prune(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _prune(folder)
+        log = open(path, "ab", buffering=0)  # noqa: SIM115 - its fd is duplicated below
+    except OSError:  # a read-only cache: the libraries stay on the terminal
+        yield None
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
     _terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8")
     print(f"edgepack: libraries' messages go to {path}", file=_terminal)
-    with open(path, "ab", buffering=0) as log:
+    with log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     try:
@@ -63,6 +68,12 @@ def libraries_to_log(command: str):
 
 
 def _prune(folder: Path) -> None:
-    logs = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
-    for old in logs[: max(0, len(logs) - KEEP + 1)]:
+    """Keep the newest KEEP - 1 logs (another process may remove one meanwhile)."""
+    logs = []
+    for p in folder.glob("*.log"):
+        try:
+            logs.append((p.stat().st_mtime, p))
+        except OSError:
+            continue
+    for _, old in sorted(logs)[: max(0, len(logs) - KEEP + 1)]:
         old.unlink(missing_ok=True)
