@@ -23,9 +23,9 @@ EIGHT_BIT = {"gguf": "q8_0", "openvino": "int8", "onnx": "int8", "onnx-genai": "
 # what each exporter supports, as edgepack.support reads it from the exporters themselves
 EXPECTED_FORMATS = {
     "llama": {"gguf", "openvino", "onnx", "onnx-genai"},
-    "mistral": {"gguf", "openvino", "onnx"},
-    "qwen2": {"gguf", "openvino", "onnx"},
-    "qwen3": {"gguf", "openvino", "onnx"},
+    "mistral": {"gguf", "openvino", "onnx", "onnx-genai"},
+    "qwen2": {"gguf", "openvino", "onnx", "onnx-genai"},
+    "qwen3": {"gguf", "openvino", "onnx", "onnx-genai"},
     "phi3": {"gguf", "openvino", "onnx"},
     "mixtral": {"gguf", "openvino"},  # optimum-onnx has no Mixtral export
     "qwen3_moe": {"gguf", "openvino", "onnx"},

@@ -214,13 +214,14 @@ FORMATS = {
                 Precision(_OVMIX, None, 4, 5.8, 32, 4.5625, 32, 0.014, CPU_GPU),
             ),
         ),
-        # onnxruntime-genai's model builder and runtime (decoders): MatMulNBits block 32,
+        # onnxruntime-genai's model builder and runtime (decoders; its 0.15.2 builder fails on
+        # a Phi-3 checkpoint with KeyError 'multi_cache'): MatMulNBits block 32,
         # symmetric (an fp32 scale per 32 weights: 4 + 1 and 8 + 1 bits). Default model,
         # WikiText-2 retention over 4096 tokens: int8 0.995, int4 0.817, int4_mixed 0.911
         Format(
             "onnx-genai",
             "onnxruntime-genai",
-            frozenset({"llama"}),
+            frozenset({"llama", "mistral", "qwen2", "qwen3"}),
             (
                 Precision("fp32", None, 32, 32, 32, 32, 32, 0.0, CPU),
                 # the embedding stays fp32 and the head its own int8 matrix (the builder's
