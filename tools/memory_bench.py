@@ -144,6 +144,11 @@ BASELINES = {  # runtime -> (imports, the tokenizer, what the kit loads after th
         "also = openvino_genai.Tokenizer(MODEL)",  # compiles the tokenizer models: the CPU plugin
     ),
     "onnxruntime": ("import onnxruntime", "kept = devicekit.HFTokenizer(MODEL)", ""),
+    "onnxruntime-genai": (
+        "import onnxruntime_genai",
+        "kept = devicekit.HFTokenizer(MODEL)",
+        "",
+    ),
 }
 STATUS = (
     "def rss(key):\n"
