@@ -281,8 +281,13 @@ def build(
 @click.option("--keep", is_flag=True, help="Keep the directory a tarball was unpacked into.")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads for the check.")
 @click.option("--repetitions", type=click.IntRange(min=1), help="Timed runs (check default: 5).")
+@click.option(
+    "--allow-cpu",
+    is_flag=True,
+    help="A bundle planned for a GPU may run on this host's CPU (a smoke test off the device).",
+)
 @_json_option
-def verify(bundle, target, keep, threads, repetitions, as_json):
+def verify(bundle, target, keep, threads, repetitions, allow_cpu, as_json):
     """Check a bundle (directory or .tar.gz): integrity, golden outputs, budgets."""
     from pathlib import Path
 
@@ -296,6 +301,8 @@ def verify(bundle, target, keep, threads, repetitions, as_json):
         check_args += ["--threads", str(threads)]
     if repetitions:
         check_args += ["--repetitions", str(repetitions)]
+    if allow_cpu:
+        check_args.append("--allow-cpu")
     report = run_verify(Path(bundle), profile, keep=keep, check_args=check_args)
     if as_json:
         _emit(report)

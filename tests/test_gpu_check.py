@@ -109,3 +109,8 @@ def test_a_t4_bundle_on_a_cpu_host_is_an_error_unless_allowed(tmp_path):
     allowed = run("--repetitions", "1", "--allow-cpu")
     assert allowed.returncode == 0, allowed.stdout
     assert "measured on this host's CPU (--allow-cpu)" in allowed.stdout
+    tarball = bundle.parent / f"{bundle.name}.tar.gz"
+    verified = run_cli("verify", str(tarball), "--repetitions", "1")
+    assert verified.returncode == 2 and "-DGGML_CUDA=on" in verified.stdout + verified.stderr
+    verified = run_cli("verify", str(tarball), "--repetitions", "1", "--allow-cpu")
+    assert verified.returncode == 0, verified.stdout[-2000:]
