@@ -4,7 +4,9 @@ While a long command works, file descriptors 1 and 2 point to a log file under t
 (`logs/COMMAND-TIME-PID.log`): what torch, transformers, optimum, NNCF, ONNX Runtime, OpenVINO
 and llama.cpp print, from Python or from C, and what their child processes print, lands there.
 edgepack's own progress bars and notes go to the terminal's stderr through `terminal()`;
-the command's result (text or `--json`) is printed after the block, on the real stdout.
+the command's result (text or `--json`) is printed after the block, on the real stdout. At the
+end the log's path is printed on stderr where it holds anything; an empty log is removed, so
+that an input error stays a one-line message.
 EDGEPACK_VERBOSE=1 leaves everything on the terminal.
 """
 
@@ -47,7 +49,6 @@ def libraries_to_log(command: str):
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
     _terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8")
-    print(f"edgepack: libraries' messages go to {path}", file=_terminal)
     with log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -63,6 +64,13 @@ def libraries_to_log(command: str):
         os.dup2(saved_err, 2)
         os.close(saved_out)
         os.close(saved_err)
+        try:  # named where there is something to read; an empty log is removed
+            if path.stat().st_size:
+                print(f"edgepack: the libraries' messages are in {path}", file=_terminal)
+            else:
+                path.unlink()
+        except OSError:
+            pass
         _terminal.close()
         _terminal = None
 

@@ -75,8 +75,8 @@ def test_libraries_output_stays_off_the_terminal(bundles, fmt):
     """The exporters' and runtimes' own messages go to the log named on stderr; the terminal
     shows edgepack's progress, and stdout its JSON (parsed by the fixture)."""
     stderr = bundles[fmt]["stderr"]
-    (line,) = [ln for ln in stderr.splitlines() if "libraries' messages go to" in ln]
-    log = Path(line.split(" go to ", 1)[1].strip())
+    (line,) = [ln for ln in stderr.splitlines() if "libraries' messages are in" in ln]
+    log = Path(line.split(" are in ", 1)[1].strip())
     assert log.is_file()
     for noise in ("TracerWarning", "UserWarning", "[INFO]", "[WARNING]", "llama_model_loader"):
         assert noise not in stderr, noise

@@ -34,7 +34,7 @@ def run(tmp_path, **env):
 def test_libraries_go_to_the_log_and_progress_to_the_terminal(tmp_path):
     r = run(tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "progress line" in r.stderr and "libraries' messages go to" in r.stderr
+    assert "progress line" in r.stderr and "libraries' messages are in" in r.stderr
     assert "noise" not in r.stdout + r.stderr and "warning" not in r.stderr
     path = r.stdout.split("RESULT ", 1)[1].strip()
     log = open(path).read()
@@ -50,6 +50,23 @@ def test_verbose_and_a_read_only_cache_leave_everything_on_the_terminal(tmp_path
     (tmp_path / "ro" / "logs").write_text("a file where the folder would be")
     r = run(tmp_path / "ro")
     assert r.returncode == 0 and "C-level stderr noise" in r.stderr and "RESULT None" in r.stdout
+
+
+def test_an_empty_log_is_removed_and_not_named(tmp_path):
+    quiet = SCRIPT.split("with libraries_to_log")[0] + (
+        'with libraries_to_log("test") as path:\n    print("progress", file=terminal())\n'
+        'print("RESULT", path)\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", quiet],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "EDGEPACK_CACHE": str(tmp_path)},
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stderr == "progress\n", r.stderr
+    assert not list((tmp_path / "logs").glob("*.log"))
 
 
 def test_only_the_newest_logs_are_kept(tmp_path):
