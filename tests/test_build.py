@@ -72,17 +72,19 @@ def bundles(tmp_path_factory, generous):
 
 @pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])
 def test_libraries_output_stays_off_the_terminal(bundles, fmt):
-    """The exporters' and runtimes' own messages go to the log named on stderr; the terminal
-    shows edgepack's progress, and stdout its JSON (parsed by the fixture)."""
+    """The exporters' and runtimes' own messages go to the log named on stderr (named only when
+    it holds anything: exports cached earlier in the run print nothing); the terminal shows
+    edgepack's progress, and stdout its JSON (parsed by the fixture). tests/test_liblog.py
+    checks what reaches the log."""
     stderr = bundles[fmt]["stderr"]
-    (line,) = [ln for ln in stderr.splitlines() if "libraries' messages are in" in ln]
-    log = Path(line.split(" are in ", 1)[1].strip())
-    assert log.is_file()
+    named = [ln for ln in stderr.splitlines() if "libraries' messages are in" in ln]
+    assert len(named) <= 1
+    if named:
+        log = Path(named[0].split(" are in ", 1)[1].strip())
+        assert log.is_file() and log.stat().st_size > 0
     for noise in ("TracerWarning", "UserWarning", "[INFO]", "[WARNING]", "llama_model_loader"):
         assert noise not in stderr, noise
     assert f"{fmt} " in stderr  # the progress bar
-    if fmt == "openvino":  # its export traces the model: torch's warnings are in the log
-        assert "TracerWarning" in log.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])
