@@ -44,8 +44,10 @@ def support(architecture: str, model_type: str, kind: str) -> dict[str, str | No
         if name in ("gguf", "onnx-genai"):
             ok = architecture in tables[name] and (kind == "decoder" or name == "gguf")
             why = f"{tool} {version} has no converter for {architecture}"
-            if name == "onnx-genai" and kind != "decoder":
-                why = f"{tool}'s model builder exports decoders only"
+            if name == "onnx-genai":
+                why = f"{tool} {version}'s model builder has no class for {architecture}"
+                if kind != "decoder":
+                    why = f"{tool}'s model builder exports decoders only"
         else:
             ok = task in tables[name].get(model_type, ())
             why = f"{tool} {version} has no {task} export for {model_type}"
