@@ -21,6 +21,7 @@ from .calibration import calibration_text
 from .errors import EdgepackError, QualityError, StudentRequired, ValidationError
 from .exports import export_cached, forget
 from .formats.base import check_supported
+from .install import keep_installable
 from .kit import devicekit, load_runner
 from .kvcache import kv_cache_effect
 from .liblog import terminal
@@ -45,6 +46,7 @@ GOLDEN_PROMPTS = (
     "List three colours.",
 )
 GOLDEN_TOKENS = 32
+
 
 @dataclass
 class BuildResult:
@@ -95,6 +97,7 @@ def build(
     calibration: Path | None = None,
     allow_distill: bool = False,
     distill_steps: int | None = None,
+    resolve_requirements: bool = True,
 ) -> list[BuildResult]:
     """Plan, export, validate and measure the candidates of every target; write the chosen.
 
@@ -126,12 +129,15 @@ def build(
             path = distil_student(main.model_dir, layers, cache, distill_steps)
             students[layers] = Source(path, inspect_model(path), main.model_dir)
     todo = []
+    resolutions: dict = {}  # (target, runtime): what the device installs (edgepack.install)
     for profile, p in zip(profiles, plans, strict=True):
         source = main
         if profile.name in needs:
             source = students[needs[profile.name]]
             p = plan(source.facts, profile)
         picked, forced = select(p, format_name, precision_name, max(1, candidates))
+        if resolve_requirements:  # before any export: a runtime the device cannot install
+            picked = keep_installable(profile, p, picked, forced, cache, resolutions, _say)
         for c in picked:
             check_supported(source.facts, c.format)
         todo.append((source, profile, p, picked, forced))
@@ -154,7 +160,17 @@ def build(
     try:
         for source, profile, p, picked, forced in todo:
             trials = _trials(
-                source, profile, p, picked, forced, out, cache, cal_text, run_check, staged
+                source,
+                profile,
+                p,
+                picked,
+                forced,
+                out,
+                cache,
+                cal_text,
+                run_check,
+                staged,
+                resolutions,
             )
             best = choose(profile, trials)
             if best is None:
@@ -192,7 +208,7 @@ def build(
 
 
 def _trials(
-    source, profile, p, picked, forced, out, cache, cal_text, run_check, staged: list[Trial]
+    source, profile, p, picked, forced, out, cache, cal_text, run_check, staged, resolutions
 ) -> list[Trial]:
     """Export, validate, measure and stage the picked candidates of one target, and the
     mixed-precision variants of the 4-bit ones that miss the floor. Every staged trial is also
@@ -225,6 +241,7 @@ def _trials(
             forced,
             steps,
             run_check,
+            resolutions.get((profile.name, candidate.runtime)),
         )
         trial.fallback_for = fallback_for.get(key[:2])
         if source.facts.kind == "decoder":
@@ -250,6 +267,10 @@ def _trials(
             queue.append(fallback)
             fallback_for[(fallback.format, fallback.precision)] = candidate.label
     return trials
+
+
+def _say(line: str) -> None:
+    print(line, file=terminal())
 
 
 def student_dir(model_dir: Path, layers: int, cache: Path, steps: int) -> Path:

@@ -175,6 +175,12 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
 @click.option("--out", default="bundles", show_default=True, type=click.Path(), help="Where.")
 @click.option("--no-check", is_flag=True, help="Skip running the bundle's check on this host.")
 @click.option(
+    "--no-resolve",
+    is_flag=True,
+    help="Do not resolve the requirements for the target's platform (needs the package "
+    "index); requirements.txt then pins this host's versions.",
+)
+@click.option(
     "--candidates",
     type=click.IntRange(min=1),
     default=3,
@@ -218,6 +224,7 @@ def build(
     precision,
     out,
     no_check,
+    no_resolve,
     candidates,
     eval_data,
     eval_tokens,
@@ -262,6 +269,7 @@ def build(
             precision,
             trust_remote_code=trust_remote_code,
             run_check=not no_check,
+            resolve_requirements=not no_resolve,
             eval_data=Path(eval_data) if eval_data else None,
             **({"eval_tokens": eval_tokens} if eval_tokens else {}),
             candidates=candidates,

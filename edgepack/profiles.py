@@ -58,6 +58,15 @@ class Hardware(_Strict):
         return self
 
 
+class Platform(_Strict):
+    """What the device installs into: its OS, its C library and its Python (requirements are
+    resolved for these at build time, edgepack.install)."""
+
+    os: Literal["linux"] = "linux"
+    glibc: Annotated[str, Field(pattern=r"^2\.[0-9]+$")] = "2.31"  # Debian 11 / Ubuntu 20.04
+    python: Annotated[str, Field(pattern=r"^3\.[0-9]+$")] = "3.11"
+
+
 class NoAccelerator(_Strict):
     kind: Literal["none"]
 
@@ -107,6 +116,7 @@ class Profile(_Strict):
     # retentions within this of the best count as equal; the rest of the objective decides
     quality_tolerance: Annotated[float, Field(ge=0, le=0.2, allow_inf_nan=False)] = 0.01
     hardware: Hardware
+    platform: Platform = Platform()
     accelerator: Accelerator
     budget: Budget
     runtimes: Runtimes

@@ -57,9 +57,22 @@ NO_CHECK = "--no-check was given: this host did not run the bundle's check"
 
 
 def stage(
-    dest: Path, artifact, figures, quality, source, profile, candidate, forced, steps, run_check
+    dest: Path,
+    artifact,
+    figures,
+    quality,
+    source,
+    profile,
+    candidate,
+    forced,
+    steps,
+    run_check,
+    resolution=None,
 ) -> Trial:
-    """The bundle of one candidate in a staging directory, checked on this host."""
+    """The bundle of one candidate in a staging directory, checked on this host.
+
+    resolution: what the device installs (edgepack.install), or None where the build did not
+    resolve it (--no-resolve): requirements.txt then pins this host's versions."""
     model_dir, facts = source.model_dir, source.facts
     steps.advance("writing the bundle")
     staging = staging_dir(dest)
@@ -68,7 +81,7 @@ def stage(
         for name in kit_files(artifact.runtime):
             shutil.copy2(kit_dir() / name, staging / name)
         runtime = RUNTIMES[artifact.runtime]
-        requirements = _requirements(artifact.runtime)
+        requirements = resolution.lines() if resolution else _requirements(artifact.runtime)
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
         golden = figures.pop("golden")
         manifest = Manifest(
@@ -89,6 +102,7 @@ def stage(
                 "package": runtime.package,
                 "requirements": requirements,
                 "settings": runtime_settings(candidate),
+                "install": resolution.to_dict() if resolution else {"resolved": False},
             },
             predicted=asdict(candidate.predicted),
             validation=figures,
@@ -187,18 +201,55 @@ Target: {target["description"]}.
 
 ```sh
 python3 -m venv venv && venv/bin/pip install -r requirements.txt
-venv/bin/python check.py            # PASS (exit 0), FAIL (exit 1) or ERROR (exit 2)
+{_source_builds(runtime)}venv/bin/python check.py            # PASS (exit 0), FAIL (1), ERROR (2)
 venv/bin/python check.py --json     # the same report as JSON
 ```
 
-`check.py` verifies every file against `manifest.json` before loading anything, reproduces
-the golden outputs, then measures peak memory, load time, first-token latency for a 128-token
-prompt and decode speed, and compares them with the budgets of `manifest.json` (or of
+{_installs(runtime)}`check.py` verifies every file against `manifest.json` before loading anything,
+reproduces the golden outputs, then measures peak memory, load time, first-token latency for a
+128-token prompt and decode speed, and compares them with the budgets of `manifest.json` (or of
 `--profile FILE`). Options: `--threads N`, `--repetitions N`.
 
 The model files are in `model/`; the runner for {runtime["name"]}
 (`{kit_files(runtime["name"])[-1]}`) shows how to load and run them.
 {settings}{RUNTIME_NOTES.get(runtime["name"], "")}{_gpu_note(plan, target, runtime)}"""
+
+
+def _source_builds(runtime: dict) -> str:
+    lines = []
+    for b in (runtime.get("install") or {}).get("source_builds", []):
+        lines.append(
+            f'CMAKE_ARGS="{b["cmake_args"]}" venv/bin/pip install --no-deps '
+            f"{b['name']}=={b['version']}   # compiled on the device"
+        )
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _installs(runtime: dict) -> str:
+    install = runtime.get("install") or {}
+    if not install.get("platform"):
+        return (
+            "requirements.txt pins the build host's versions: they were not resolved for the "
+            "target (--no-resolve).\n\n"
+        )
+    text = (
+        f"requirements.txt was resolved at build time for the target ({install['platform']}): "
+        "every package has a wheel for it."
+    )
+    for b in install.get("source_builds", []):
+        text += (
+            f" {b['name']} publishes no wheels: pip compiles it on the device (a C++ compiler "
+            "and a few minutes; cmake comes from pip where the device has none), with the "
+            "CMAKE_ARGS above for the target's "
+            + ("GPU (and the CUDA toolkit)." if "CUDA" in b["cmake_args"] else "CPU.")
+        )
+    return _wrap(text) + "\n\n"
+
+
+def _wrap(text: str) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, 92))
 
 
 def _gpu_note(plan: dict, target: dict, runtime: dict) -> str:

@@ -137,10 +137,12 @@ def test_bundle_layout_and_host_check(bundles, fmt):
     # the laptop has AVX-VNNI, this host AVX2 at most: the device is ranked by its prediction
     assert manifest["device_prediction"]["ranked_by"] == "device prediction"
     assert manifest["device_prediction"]["calibration"]["bandwidth_efficiency"] > 0
-    assert any(
-        line.startswith(manifest["runtime"]["package"])
-        for line in (root / "requirements.txt").read_text().splitlines()
-    )
+    # resolved for the laptop: the runtime is pinned, or stated as the device's source build
+    install = manifest["runtime"]["install"]
+    assert install["platform"].startswith("linux x86_64, glibc 2.39")
+    lines = (root / "requirements.txt").read_text().splitlines()
+    built = [b["name"] for b in install["source_builds"]]
+    assert any(line.startswith(manifest["runtime"]["package"]) for line in lines + built)
 
 
 @pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])
