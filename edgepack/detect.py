@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -296,6 +297,21 @@ def _gpu_entries(machine: Machine, gpu: Gpu) -> tuple[list, tuple]:
     return entries, budget
 
 
+def _platform() -> dict:
+    """This machine's C library and Python, where it is Linux with glibc (else the defaults)."""
+    libc, libc_version = platform.libc_ver()
+    if sys.platform != "linux" or libc != "glibc" or libc_version.count(".") != 1:
+        return {}
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return {
+        "platform": [
+            ("os", "linux", "sys.platform"),
+            ("glibc", libc_version, "platform.libc_ver()"),
+            ("python", python, "the Python that runs edgepack here"),
+        ]
+    }
+
+
 def build_profile(machine: Machine, name: str = "detected") -> tuple[Profile, str]:
     """The profile of `machine` and its TOML text; every number says where it came from."""
     cpu, gpu, bw, limit = machine.cpu, machine.gpu, machine.bandwidth, machine.memory_limit_bytes
@@ -329,6 +345,7 @@ def build_profile(machine: Machine, name: str = "detected") -> tuple[Profile, st
              f"{bw.one_thread_gbs:g} GB/s"),
             ("isa", list(cpu.isa), isa_why),
         ],
+        **_platform(),
         "accelerator": accelerator,
         "budget": [
             ("memory_gb", math.floor((limit or machine.ram_bytes) * MEMORY_SHARE / GB * 10) / 10,
