@@ -98,6 +98,7 @@ def build(
     allow_distill: bool = False,
     distill_steps: int | None = None,
     resolve_requirements: bool = True,
+    wheels: bool = False,
 ) -> list[BuildResult]:
     """Plan, export, validate and measure the candidates of every target; write the chosen.
 
@@ -171,6 +172,7 @@ def build(
                 run_check,
                 staged,
                 resolutions,
+                wheels,
             )
             best = choose(profile, trials)
             if best is None:
@@ -208,7 +210,7 @@ def build(
 
 
 def _trials(
-    source, profile, p, picked, forced, out, cache, cal_text, run_check, staged, resolutions
+    source, profile, p, picked, forced, out, cache, cal_text, run_check, staged, resolutions, wheels
 ) -> list[Trial]:
     """Export, validate, measure and stage the picked candidates of one target, and the
     mixed-precision variants of the 4-bit ones that miss the floor. Every staged trial is also
@@ -242,6 +244,7 @@ def _trials(
             steps,
             run_check,
             resolutions.get((profile.name, candidate.runtime)),
+            wheels,
         )
         trial.fallback_for = fallback_for.get(key[:2])
         if source.facts.kind == "decoder":

@@ -181,6 +181,12 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
     "index); requirements.txt then pins this host's versions.",
 )
 @click.option(
+    "--wheels",
+    is_flag=True,
+    help="Put the target's wheels into the bundle (wheelhouse/), for a device without the "
+    "internet; requirements.txt then carries their hashes.",
+)
+@click.option(
     "--candidates",
     type=click.IntRange(min=1),
     default=3,
@@ -225,6 +231,7 @@ def build(
     out,
     no_check,
     no_resolve,
+    wheels,
     candidates,
     eval_data,
     eval_tokens,
@@ -240,6 +247,8 @@ def build(
     from .profiles import load_profile
     from .tables import build_text
 
+    if wheels and no_resolve:
+        raise click.UsageError("--wheels needs the resolution that --no-resolve skips")
     profiles = [load_profile(t) for t in targets]
     # the user's texts before the model: a bad one is refused before anything is loaded
     if calibration:
@@ -270,6 +279,7 @@ def build(
             trust_remote_code=trust_remote_code,
             run_check=not no_check,
             resolve_requirements=not no_resolve,
+            wheels=wheels,
             eval_data=Path(eval_data) if eval_data else None,
             **({"eval_tokens": eval_tokens} if eval_tokens else {}),
             candidates=candidates,

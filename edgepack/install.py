@@ -226,3 +226,51 @@ def keep_installable(profile, p, picked, forced, cache, resolutions, say) -> lis
     if not kept or (forced and len(kept) < len(picked)):
         raise next(r for r in resolutions.values() if isinstance(r, InstallError))
     return kept
+
+
+def download(resolution: Resolution, profile: Profile, dest: Path) -> list[str]:
+    """The target's wheels of `resolution` in `dest` (a wheelhouse for an offline device), and
+    the source builds' sdists with their build requirements; returns requirements.txt's lines,
+    each wheel pinned with its sha256 (pip's --require-hashes)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names = [f"{p['name']}=={p['version']}" for p in resolution.packages]
+    _pip(profile, ["download", "--no-deps", "-d", str(dest), *_target_options(profile), *names])
+    for build in resolution.source_builds:
+        sdist = f"{build['name']}=={build['version']}"
+        _pip(profile, ["download", "--no-deps", "--no-binary", ":all:", "-d", str(dest), sdist])
+        _pip(profile, ["download", "-d", str(dest), *_target_options(profile), *BUILD_REQUIREMENTS])
+    files = {_dist_key(f.name): f for f in dest.iterdir()}
+    lines = []
+    for p in resolution.packages:
+        path = files.get((_normal(p["name"]), p["version"]))
+        if path is None:
+            raise InstallError(f"pip download left no wheel of {p['name']}=={p['version']}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{p['name']}=={p['version']} --hash=sha256:{digest}")
+    return lines
+
+
+def _pip(profile: Profile, args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"]
+    proc = subprocess.run(
+        [*cmd, "--retries", "1", "--timeout", "30"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        if NETWORK.search(proc.stderr):
+            raise IndexUnreachable(
+                f"cannot reach the package index to download the wheels for {profile.name}; "
+                "connect this host, or build without --wheels"
+            )
+        why = no_wheel_message(proc.stderr, describe(profile))
+        raise InstallError(f"pip download for {profile.name} failed: {why}")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _dist_key(filename: str) -> tuple[str, str]:
+    """(normalised name, version) of a wheel or sdist file name."""
+    stem = re.sub(r"(\.tar\.gz|\.zip|\.whl)$", "", filename)
+    name, _, rest = stem.partition("-")
+    return _normal(name), rest.split("-")[0]

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .bundle import kit_files, staging_dir, write_manifest
 from .formats.registry import RUNTIMES
+from .install import download
 from .kit import check_module, gpu_module, kit_dir
 from .manifest import Manifest
 from .model import ModelFacts
@@ -53,6 +54,7 @@ This bundle is planned for the target's {accelerator}. `check.py` is an ERROR (e
 `check.py --allow-cpu` runs it on a CPU all the same, as a smoke test (the build host's own
 check does so where it has no GPU); those figures are not the GPU's.
 """
+WHEELHOUSE = "wheelhouse"
 NO_CHECK = "--no-check was given: this host did not run the bundle's check"
 
 
@@ -68,11 +70,13 @@ def stage(
     steps,
     run_check,
     resolution=None,
+    wheels: bool = False,
 ) -> Trial:
     """The bundle of one candidate in a staging directory, checked on this host.
 
     resolution: what the device installs (edgepack.install), or None where the build did not
-    resolve it (--no-resolve): requirements.txt then pins this host's versions."""
+    resolve it (--no-resolve): requirements.txt then pins this host's versions. wheels: the
+    target's wheels go into wheelhouse/, and requirements.txt carries their hashes."""
     model_dir, facts = source.model_dir, source.facts
     steps.advance("writing the bundle")
     staging = staging_dir(dest)
@@ -82,6 +86,9 @@ def stage(
             shutil.copy2(kit_dir() / name, staging / name)
         runtime = RUNTIMES[artifact.runtime]
         requirements = resolution.lines() if resolution else _requirements(artifact.runtime)
+        if wheels:
+            steps.note("downloading the target's wheels")
+            requirements = download(resolution, profile, staging / WHEELHOUSE)
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
         golden = figures.pop("golden")
         manifest = Manifest(
@@ -102,7 +109,9 @@ def stage(
                 "package": runtime.package,
                 "requirements": requirements,
                 "settings": runtime_settings(candidate),
-                "install": resolution.to_dict() if resolution else {"resolved": False},
+                "install": {**resolution.to_dict(), "wheelhouse": wheels}
+                if resolution
+                else {"resolved": False},
             },
             predicted=asdict(candidate.predicted),
             validation=figures,
@@ -200,7 +209,7 @@ Target: {target["description"]}.
 ## On the device
 
 ```sh
-python3 -m venv venv && venv/bin/pip install -r requirements.txt
+python3 -m venv venv && venv/bin/pip install {_pip_options(runtime)}-r requirements.txt
 {_source_builds(runtime)}venv/bin/python check.py            # PASS (exit 0), FAIL (1), ERROR (2)
 venv/bin/python check.py --json     # the same report as JSON
 ```
@@ -215,11 +224,19 @@ The model files are in `model/`; the runner for {runtime["name"]}
 {settings}{RUNTIME_NOTES.get(runtime["name"], "")}{_gpu_note(plan, target, runtime)}"""
 
 
+def _pip_options(runtime: dict) -> str:
+    """pip's options for an offline device: the bundle's wheelhouse and nothing else."""
+    if (runtime.get("install") or {}).get("wheelhouse"):
+        return f"--no-index --find-links {WHEELHOUSE} --require-hashes "
+    return ""
+
+
 def _source_builds(runtime: dict) -> str:
     lines = []
+    offline = _pip_options(runtime).replace("--require-hashes ", "")
     for b in (runtime.get("install") or {}).get("source_builds", []):
         lines.append(
-            f'CMAKE_ARGS="{b["cmake_args"]}" venv/bin/pip install --no-deps '
+            f'CMAKE_ARGS="{b["cmake_args"]}" venv/bin/pip install {offline}--no-deps '
             f"{b['name']}=={b['version']}   # compiled on the device"
         )
     return "".join(f"{line}\n" for line in lines)
@@ -236,6 +253,11 @@ def _installs(runtime: dict) -> str:
         f"requirements.txt was resolved at build time for the target ({install['platform']}): "
         "every package has a wheel for it."
     )
+    if install.get("wheelhouse"):
+        text += (
+            f" Those wheels are in {WHEELHOUSE}/, each hashed in manifest.json and in "
+            "requirements.txt: the device installs them without the internet."
+        )
     for b in install.get("source_builds", []):
         text += (
             f" {b['name']} publishes no wheels: pip compiles it on the device (a C++ compiler "

@@ -35,7 +35,7 @@ import manifestkeys as K  # noqa: E402 - the kit's modules beside this file
 from measure import DECODE_TOKENS, PROMPT_TOKENS, CheckError, check_golden, measure  # noqa: E402, F401
 
 MANIFEST = "manifest.json"
-IGNORED = ("__pycache__",)
+IGNORED = ("__pycache__", "venv")  # venv: the environment the README makes in the bundle
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 

@@ -106,3 +106,49 @@ def test_a_python_without_wheels_is_an_error_naming_the_newest(tmp_path):
     profile = parse_profile(text.encode(), "old.toml")
     with pytest.raises(InstallError, match=r"onnxruntime==\S+ has no wheel .*newest with one"):
         resolve(profile, "onnxruntime", tmp_path)
+
+
+@pytest.mark.integration
+def test_a_wheels_bundle_installs_offline_and_passes_its_check(tmp_path):
+    """The README's commands on a device without the internet: this host, as a profile (its
+    glibc and Python), a venv in the bundle, pip with the wheelhouse alone, then check.py."""
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    text = (PROFILES / "laptop.toml").read_text().replace('name = "laptop"', 'name = "here"')
+    text = text.replace('glibc = "2.39"', f'glibc = "{platform.libc_ver()[1]}"')
+    (tmp_path / "here.toml").write_text(text.replace('python = "3.12"', f'python = "{python}"'))
+    r = run_cli(
+        "build", "--target", str(tmp_path / "here.toml"), "--format", "onnx", "--precision",
+        "int8", "--candidates", "1", "--eval-tokens", "1024", "--wheels", "--no-check",
+        "--out", str(tmp_path / "out"), "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    bundle = json.loads(r.stdout)["bundles"][0]["path"]
+    lines = open(f"{bundle}/requirements.txt").read().splitlines()
+    assert lines and all("--hash=sha256:" in line for line in lines)
+    manifest = json.loads(open(f"{bundle}/manifest.json").read())
+    assert any(f["path"].startswith("wheelhouse/") for f in manifest["files"])
+    # no index, no find-links but the bundle's: pip's own configuration is left out
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    subprocess.run([sys.executable, "-m", "venv", "venv"], cwd=bundle, check=True)
+    install = subprocess.run(
+        ["venv/bin/pip", "install", "--no-index", "--find-links", "wheelhouse",
+         "--require-hashes", "-r", "requirements.txt"],
+        cwd=bundle, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-3000:]
+    readme = open(f"{bundle}/README.md").read()
+    assert "--no-index --find-links wheelhouse --require-hashes" in readme
+    check = subprocess.run(
+        ["venv/bin/python", "check.py", "--json"], cwd=bundle, capture_output=True, text=True
+    )
+    report = json.loads(check.stdout)
+    assert check.returncode == 0 and report["pass"], (report, check.stderr[-2000:])
