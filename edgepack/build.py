@@ -13,16 +13,15 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .bundle import publish, write_manifest
 from .calibrate import device_prediction, host_machine, record
 from .calibration import calibration_text
-from .errors import EdgepackError, QualityError, StudentRequired, ValidationError
+from .errors import EdgepackError, QualityError, StudentRequired
 from .exports import export_cached, forget
 from .formats.base import check_supported
+from .golden import golden_outputs
 from .install import keep_installable
-from .kit import devicekit, load_runner
+from .kit import load_runner
 from .kvcache import kv_cache_effect
 from .liblog import terminal
 from .model import ModelFacts, inspect_model
@@ -39,13 +38,6 @@ from .stage import model_name, run_bundle_check, stage
 from .validate import validate
 
 __all__ = ["build", "model_name", "run_bundle_check", "select"]
-
-GOLDEN_PROMPTS = (
-    "What is the capital of France?",
-    "Write one sentence about the sea.",
-    "List three colours.",
-)
-GOLDEN_TOKENS = 32
 
 
 @dataclass
@@ -344,7 +336,7 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, 
             quality["judged_against"] = "teacher"
     else:  # encoders: the lowest cosine similarity of sentence embeddings to the reference
         quality = {"retention": figures["embedding_cosine_min"], "metric": "embedding cosine"}
-    figures["golden"] = _golden(runner, model_dir, facts)
+    figures["golden"] = golden_outputs(runner, model_dir, facts)
     del runner
     if settings.get("kv_cache") and source.eval_ref is not None:
         steps.note(f"measuring the {settings['kv_cache']} KV cache at the target's context")
@@ -352,79 +344,3 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, 
             artifact, settings["kv_cache"], source.eval_ref.ids, context, facts.vocab_size
         )
     return artifact, figures, quality
-
-
-def chat_prompt(model_dir: Path, question: str) -> str:
-    """The question in the model's own chat template, or as plain text when it has none."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if not getattr(tok, "chat_template", None):
-        return question
-    messages = [{"role": "user", "content": question}]
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def _golden(runner, model_dir: Path, facts: ModelFacts) -> list[dict]:
-    """Greedy outputs of the golden prompts, with each step's top-2 margin from the logits of
-    the prompt + golden tokens read at once (what the device's teacher-forced check reads)."""
-    if facts.kind == "encoder":
-        return [
-            {"name": s, "prompt": s, "embedding": runner.embed([s])[0].round(6).tolist()}
-            for s in GOLDEN_PROMPTS
-        ]
-    kit = devicekit()
-    golden = []
-    for question in GOLDEN_PROMPTS:
-        prompt = chat_prompt(model_dir, question)
-        ids = runner.tokenize(prompt)
-        tokens = runner.generate(ids, GOLDEN_TOKENS, stop_at_eos=True).tokens
-        logits = runner.logits(ids + tokens)
-        entry = {
-            "name": question,
-            "prompt": prompt,
-            "prompt_ids": ids,
-            "tokens": tokens,
-            "margins": kit.golden_margins(logits, len(ids), tokens),
-            "text": runner.detokenize(tokens),
-        }
-        verdict = kit.golden_check(logits, entry)
-        failed = verdict["failed_steps"]
-        if failed and max(f["behind"] for f in failed) <= PATH_DISAGREEMENT:
-            # generate's path (openvino-genai's paged attention, its own kernels) and the
-            # teacher-forced logits differ by a fraction of a logit at a close step: the golden
-            # output follows the logits, which is what the device's check reads
-            entry = _golden_from_logits(kit, runner, entry, failed[0]["step"])
-            entry["generate_differs_at_step"] = failed[0]["step"]
-            verdict = kit.golden_check(runner.logits(ids + entry["tokens"]), entry)
-        if not verdict["pass"]:  # generate and logits disagree where the model was sure
-            raise ValidationError(
-                f"{runner.runtime}'s generate and logits disagree on the golden prompt "
-                f"{question!r} at clear steps {verdict['failed_steps']}: the export is suspect"
-            )
-        golden.append(entry)
-    return golden
-
-
-# how far behind the teacher-forced logits' top token generate's choice may be before the
-# export is suspect: two execution paths of one runtime differ by tenths of a logit on 4-bit
-# weights (openvino int4: 0.50); a wrong or perturbed model moves logits by whole units
-PATH_DISAGREEMENT = 1.0
-
-
-def _golden_from_logits(kit, runner, entry: dict, step: int) -> dict:
-    """The golden tokens up to `step`, then continued greedily from the teacher-forced
-    logits (one forward pass a token)."""
-    ids, tokens = entry["prompt_ids"], list(entry["tokens"][:step])
-    eos = set(getattr(runner, "eos", None) or getattr(runner, "_eos", None) or ())
-    while len(tokens) < GOLDEN_TOKENS:
-        token = int(np.argmax(runner.logits(ids + tokens)[-1]))
-        tokens.append(token)
-        if token in eos:
-            break
-    logits = runner.logits(ids + tokens)
-    return entry | {
-        "tokens": tokens,
-        "margins": kit.golden_margins(logits, len(ids), tokens),
-        "text": runner.detokenize(tokens),
-    }

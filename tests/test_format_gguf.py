@@ -99,7 +99,7 @@ def test_decoder_export_validates(default_model, exports, references, precision)
 
 
 def _chat(runner, model_dir) -> list[int]:
-    from edgepack.build import chat_prompt
+    from edgepack.golden import chat_prompt
 
     return runner.tokenize(chat_prompt(model_dir, QUESTION))
 

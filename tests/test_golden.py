@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from edgepack.build import _golden
+from edgepack.golden import golden_outputs as _golden
 from edgepack.kit import devicekit, load_runner
 from edgepack.model import inspect_model
 
