@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
+from .cache import write_atomic
 from .errors import EdgepackError
 from .profiles import Profile
 
@@ -136,7 +137,7 @@ def resolve(profile: Profile, runtime: str, cache: Path) -> Resolution:
     else:
         data = _pip_resolve(profile, wanted)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
+        write_atomic(path, json.dumps(data))  # builds may resolve side by side
     if "error" in data:
         raise InstallError(f"{runtime} does not install on {profile.name}: {data['error']}")
     return Resolution(describe(profile), data["packages"], builds)
