@@ -191,7 +191,9 @@ def build_text(results) -> str:
         elif "error" in check:
             lines.append(f"        check on this host: {check['verdict']}: {check['error']}")
         else:
-            failed = [c["name"] for c in check["checks"] if not c["pass"]]
+            failed = [
+                c["name"] for c in check["checks"] if not c["pass"] and c.get("judged", True)
+            ]
             lines.append(
                 f"        check on this host: {check['verdict']}"
                 + (f" (missed: {', '.join(failed)})" if failed else "")

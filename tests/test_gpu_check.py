@@ -69,6 +69,18 @@ def test_the_vram_row_is_judged_on_the_gpu_only():
     assert "vram" not in rows
 
 
+def test_a_cpu_standing_in_for_the_gpu_reports_its_speed_without_judging_it():
+    slow = measured("cpu") | {"first_token_ms_p50": 900.0, "decode_tokens_per_s_p50": 5.0}
+    rows = {c["name"]: c for c in check.judge({}, BUDGET, slow, 1)}
+    for name in ("first_token_ms", "decode_tokens_per_s"):
+        assert rows[name]["judged"] is False and not rows[name]["pass"]
+        assert "stands in for the GPU" in rows[name]["unit"]
+    assert rows["memory"].get("judged", True)  # memory and quality carry over: judged
+    on_cpu = measured("cpu", planned="cpu") | {"first_token_ms_p50": 900.0}
+    rows = {c["name"]: c for c in check.judge({}, BUDGET, on_cpu, 1)}
+    assert rows["first_token_ms"].get("judged", True) and not rows["first_token_ms"]["pass"]
+
+
 def test_the_missing_gpu_message_names_the_gpu_and_its_build():
     class CpuRunner:
         device_note = "llama-cpp-python 0.3.36 here has no GPU backend"
