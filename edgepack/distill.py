@@ -323,6 +323,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
             "best_checkpoint": state.best_model_checkpoint,
             "best_held_out_kl": state.best_metric,
             "device": device,
+            "processes": trainer.args.world_size,
             "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         },
         "loss_curve": [

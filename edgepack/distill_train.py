@@ -163,6 +163,10 @@ def train(teacher, student, text, held, checkpoints: Path, o: dict, checkpoint, 
         log_level="error",
         log_level_replica="error",
         dataloader_pin_memory=cuda,
+        # on CPUs, a process group of several processes (torchrun, accelerate launch) is gloo's;
+        # without use_cpu, Trainer would run each process alone, each writing the student
+        use_cpu=not cuda,
+        ddp_backend=None if cuda else "gloo",
         remove_unused_columns=False,
         seed=0,
     )
