@@ -35,6 +35,7 @@ from .report import write_report
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
 from .stage import model_name, run_bundle_check, stage
+from .task_scoring import score as score_tasks
 from .validate import validate
 
 __all__ = ["build", "model_name", "run_bundle_check", "select"]
@@ -64,6 +65,8 @@ class Source:
     teacher: Path | None  # quality is measured against the teacher's when it is a student
     ref: object = None
     eval_ref: object = None
+    tasks: object = None  # the --eval-tasks set (edgepack.tasks)
+    task_ref: object = None  # the reference's answers to it (edgepack.task_scoring)
     prepared: dict = field(default_factory=dict)
 
     @property
@@ -91,6 +94,7 @@ def build(
     distill_steps: int | None = None,
     resolve_requirements: bool = True,
     wheels: bool = False,
+    eval_tasks: Path | str | None = None,
 ) -> list[BuildResult]:
     """Plan, export, validate and measure the candidates of every target; write the chosen.
 
@@ -104,6 +108,7 @@ def build(
 
     cache = cache_dir or cache_root()
     cal_text = calibration_text(calibration)[1] if calibration else None
+    tasks = _task_set(eval_tasks, profiles)
     main = Source(Path(model_dir), facts, teacher_of(model_dir))
     plans = [plan(facts, profile) for profile in profiles]
     overridden = bool(format_name or precision_name)
@@ -147,6 +152,9 @@ def build(
             source.eval_ref = cached_reference_eval(
                 judge, text_name, text, cache, trust_remote_code, eval_tokens
             )
+            if tasks is not None:
+                source.tasks = tasks
+                source.task_ref = _task_reference(judge, tasks, cache, trust_remote_code, profiles)
 
     staged: list[Trial] = []
     chosen: list[tuple[Source, Profile, Trial, list[Trial]]] = []
@@ -264,6 +272,34 @@ def _trials(
     return trials
 
 
+def _task_set(eval_tasks, profiles):
+    """The --eval-tasks set; an error where a target's floor judges task accuracy without one."""
+    from .tasks import load_tasks
+
+    if eval_tasks is not None:
+        return load_tasks(eval_tasks)
+    judging = [p.name for p in profiles if p.budget.quality_metric == "tasks"]
+    if judging:
+        raise EdgepackError(
+            f'{judging[0]}\'s floor judges task accuracy (budget.quality_metric = "tasks"): '
+            "pass --eval-tasks FILE.jsonl, or --eval-tasks builtin for edgepack's own set"
+        )
+    return None
+
+
+def _task_reference(model_dir, tasks, cache, trust, profiles):
+    from .task_scoring import reference_tasks
+
+    ref = reference_tasks(model_dir, tasks, cache, trust)
+    if not any(ref.correct) and any(p.budget.quality_metric == "tasks" for p in profiles):
+        raise EdgepackError(
+            f"the fp32 reference answers none of the {len(ref.correct)} tasks of {tasks.name} "
+            "right, so task accuracy has no retention to judge; give tasks the model can do, "
+            'or judge perplexity (budget.quality_metric = "perplexity")'
+        )
+    return ref
+
+
 def _say(line: str) -> None:
     print(line, file=terminal())
 
@@ -336,6 +372,9 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, 
             quality["judged_against"] = "teacher"
     else:  # encoders: the lowest cosine similarity of sentence embeddings to the reference
         quality = {"retention": figures["embedding_cosine_min"], "metric": "embedding cosine"}
+    if source.task_ref is not None:
+        steps.note(f"answering {len(source.task_ref.items)} tasks in the runtime")
+        quality["tasks"] = score_tasks(runner, source.task_ref, source.tasks)
     figures["golden"] = golden_outputs(runner, model_dir, facts)
     del runner
     if settings.get("kv_cache") and source.eval_ref is not None:

@@ -205,6 +205,13 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
     "and the gate judges the interval's lower bound.",
 )
 @click.option(
+    "--eval-tasks",
+    metavar="FILE.jsonl|builtin",
+    help="Also measure task accuracy in each candidate's runtime against the fp32 reference: "
+    "multiple-choice and generation rows, per category (`builtin`: edgepack's 100 items). A "
+    "target whose budget.quality_metric is \"tasks\" puts its floor on it.",
+)
+@click.option(
     "--calibration",
     type=click.Path(exists=True, dir_okay=False),
     help="Calibration text for data-aware quantization (default: the built-in one where a "
@@ -235,6 +242,7 @@ def build(
     candidates,
     eval_data,
     eval_tokens,
+    eval_tasks,
     calibration,
     allow_distill,
     distill_steps,
@@ -259,6 +267,10 @@ def build(
         from .evaltext import eval_text
 
         eval_text(Path(eval_data))
+    if eval_tasks:
+        from .tasks import load_tasks
+
+        load_tasks(eval_tasks)
     facts = _facts(model, allow_pickle, trust_remote_code)
     unsupported = dict(facts.unsupported)
     if format_name in unsupported:
@@ -281,6 +293,7 @@ def build(
             resolve_requirements=not no_resolve,
             wheels=wheels,
             eval_data=Path(eval_data) if eval_data else None,
+            eval_tasks=eval_tasks,
             **({"eval_tokens": eval_tokens} if eval_tokens else {}),
             candidates=candidates,
             calibration=Path(calibration) if calibration else None,

@@ -93,6 +93,9 @@ class Budget(_Strict):
     first_token_ms: Positive
     decode_tokens_per_s: Positive
     min_quality: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    # what min_quality judges: perplexity retention on the evaluation text, or the retention
+    # of task accuracy on the build's --eval-tasks (edgepack.task_scoring)
+    quality_metric: Literal["perplexity", "tasks"] = "perplexity"
 
 
 class Runtimes(_Strict):

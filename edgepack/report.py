@@ -33,6 +33,7 @@ from .report_svg import (
     text_width,
     tick_text,
 )
+from .report_tasks import task_table
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
@@ -139,7 +140,8 @@ def _section(target: str, rows: list[dict], budget: dict) -> str:
 {chart}
 <div class="charts">{_budget_charts(rows, names, budget)}</div>
 {_bases(rows, names)}
-{_table(rows, names)}"""
+{_table(rows, names)}
+{task_table(rows, names)}"""
 
 
 def _budget_line(budget: dict) -> str:

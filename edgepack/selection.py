@@ -37,6 +37,7 @@ class Trial:
     reasons: list[str] = field(default_factory=list)
     fallback_for: str | None = None  # the 4-bit candidate whose miss brought this one in
     device_prediction: dict | None = None  # calibrated speeds for the target (calibrate.py)
+    metric: str = "perplexity"  # what the target's floor judges: its budget.quality_metric
 
     @property
     def measured(self) -> dict:
@@ -47,13 +48,23 @@ class Trial:
         return sum(f["bytes"] for f in self.manifest.get("files", []))
 
     @property
+    def judged(self) -> dict:
+        """The retention the floor judges: perplexity's (self.quality), or task accuracy's
+        (`--eval-tasks`, for a target whose budget.quality_metric is "tasks")."""
+        if self.metric != "tasks":
+            return self.quality
+        tasks = self.quality.get("tasks") or {}
+        keys = ("retention", "retention_low", "retention_high", "items", "task_set")
+        return {k: tasks.get(k) for k in keys} | {"retention": tasks.get("retention") or 0.0}
+
+    @property
     def retention(self) -> float:
-        return self.quality["retention"]
+        return self.judged["retention"]
 
     @property
     def retention_low(self) -> float:
         """The lower bound of the retention interval (the point estimate where none)."""
-        low = self.quality.get("retention_low")
+        low = self.judged.get("retention_low")
         return self.retention if low is None else low
 
     @property
@@ -90,6 +101,7 @@ class Trial:
             "runtime": c.runtime,
             "device": c.device,
             "chosen": chosen,
+            "quality_metric": self.metric,
             "fallback_for": self.fallback_for,
             "accepted": not self.reasons,
             "status": self.check.get("verdict", "not checked").lower(),
@@ -108,6 +120,7 @@ class Trial:
                 "eval_tokens": q.get("eval_tokens"),
                 "perplexity": q.get("perplexity"),
                 "kl_divergence_mean": q.get("kl_divergence_mean"),
+                "tasks": q.get("tasks"),
                 "disk_bytes": self.disk_bytes,
                 "peak_rss_bytes": m.get("peak_rss_bytes"),
                 "decode_tokens_per_s": m.get("decode_tokens_per_s_p50"),
@@ -163,13 +176,16 @@ def select(
 
 
 def interval_text(quality: dict) -> str:
-    """'0.9120 (95 % interval 0.8970-0.9250 over 4096 tokens of wikitext-2-test)'."""
+    """'0.9120 (95 % interval 0.8970-0.9250 over 4096 tokens of wikitext-2-test)', or over
+    the items of a task set where the floor judges task accuracy."""
     text = f"{quality['retention']:.4f}"
     low, high = quality.get("retention_low"), quality.get("retention_high")
     if low is not None and high is not None:
         text += f" (95 % interval {low:.4f}-{high:.4f}"
         if quality.get("eval_tokens"):
             text += f" over {quality['eval_tokens']} tokens of {quality.get('eval_text', 'text')}"
+        elif quality.get("items"):
+            text += f" over {quality['items']} items of the {quality.get('task_set')} tasks"
         text += ")"
     return text
 
@@ -184,10 +200,11 @@ def gate(profile: Profile, trial: Trial) -> list[str]:
         if c["name"].startswith("golden") and not c["pass"]:
             reasons.append(f"its check failed {c['name']} on this host")
     if trial.retention_low < budget.min_quality:
-        bound = "has its lower bound" if "retention_low" in trial.quality else "is"
+        judged = trial.judged
+        bound = "has its lower bound" if judged.get("retention_low") is not None else "is"
+        what = "task accuracy retention" if trial.metric == "tasks" else "retention"
         reasons.append(
-            f"retention {interval_text(trial.quality)} {bound} below the floor "
-            f"{budget.min_quality:g}"
+            f"{what} {interval_text(judged)} {bound} below the floor {budget.min_quality:g}"
         )
     peak = trial.measured.get("peak_rss_bytes")
     if trial.candidate.device == "cpu" and peak and peak > budget.memory_gb * GB:
@@ -258,7 +275,7 @@ def gate_message(profile: Profile, p: Plan, trials: list[Trial]) -> str:
     candidate worth trying."""
     firsts = [t for t in trials if t.fallback_for is None] or trials
     best = max(firsts, key=lambda t: t.retention)
-    candidate, quality = best.candidate, best.quality
+    candidate, quality = best.candidate, best.judged
     tried = {(t.candidate.format, t.candidate.precision) for t in trials}
     predicted = max(t.candidate.predicted.quality for t in trials)
     better = [
@@ -273,7 +290,8 @@ def gate_message(profile: Profile, p: Plan, trials: list[Trial]) -> str:
     if better:
         nxt = min(better, key=lambda c: (not c.feasible, c.bits, -c.predicted.quality))
         hint = f"next worth trying: --format {nxt.format} --precision {nxt.precision}"
-    measured = f"retention {quality['retention']:.4f}"
+    what = "task accuracy retention" if best.metric == "tasks" else "retention"
+    measured = f"{what} {quality['retention']:.4f}"
     if "perplexity" in quality:
         measured += (
             f" (perplexity {quality['perplexity']:.2f} vs the reference's "

@@ -78,6 +78,9 @@ def stage(
     resolve it (--no-resolve): requirements.txt then pins this host's versions. wheels: the
     target's wheels go into wheelhouse/, and requirements.txt carries their hashes."""
     model_dir, facts = source.model_dir, source.facts
+    metric = profile.budget.quality_metric
+    if "retention" in quality and "metric" not in quality:  # a decoder's: say what is judged
+        quality = {**quality, "gated_on": metric}
     steps.advance("writing the bundle")
     staging = staging_dir(dest)
     try:
@@ -134,7 +137,7 @@ def stage(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Trial(candidate, quality, staging, data, check)
+    return Trial(candidate, quality, staging, data, check, metric=metric)
 
 
 def _distillation(source) -> dict:

@@ -185,15 +185,14 @@ def build_text(results) -> str:
             "verdict",
         ]
         lines += ["        " + line for line in _table(header, rows).splitlines()]
+        lines += [f"        {line}" for line in task_lines(r.candidates_measured)]
         check = r.check
         if not check:
             lines.append("        check on this host: skipped (--no-check)")
         elif "error" in check:
             lines.append(f"        check on this host: {check['verdict']}: {check['error']}")
         else:
-            failed = [
-                c["name"] for c in check["checks"] if not c["pass"] and c.get("judged", True)
-            ]
+            failed = [c["name"] for c in check["checks"] if not c["pass"] and c.get("judged", True)]
             lines.append(
                 f"        check on this host: {check['verdict']}"
                 + (f" (missed: {', '.join(failed)})" if failed else "")
@@ -203,6 +202,32 @@ def build_text(results) -> str:
 
         lines.append(f"report  {Path(results[0].path).parent / 'report.html'}")
     return "\n".join(lines)
+
+
+def task_lines(rows: list[dict]) -> list[str]:
+    """Each candidate's task accuracy (--eval-tasks) beside the reference's, per category."""
+    lines = []
+    for c in rows:
+        t = c["measured"].get("tasks")
+        if not t:
+            continue
+        kept = "-" if t["retention"] is None else f"{t['retention']:.3f}"
+        if t.get("retention_low") is not None:
+            kept += f" (95 % {t['retention_low']:.3f}-{t['retention_high']:.3f})"
+        lines.append(
+            f"tasks   {c['format']} {c['precision']}: accuracy {t['accuracy']:.3f}, reference "
+            f"{t['reference_accuracy']:.3f}, retention {kept}, agreement {t['agreement']:.3f} "
+            f"over {t['items']} items of {t['task_set']}"
+        )
+        lines.append(
+            "          "
+            + "; ".join(
+                f"{k['category']} {k['accuracy']:.2f}/{k['reference_accuracy']:.2f}"
+                for k in t["categories"]
+            )
+            + " (candidate/reference)"
+        )
+    return lines
 
 
 def _candidate_row(c: dict) -> list[str]:

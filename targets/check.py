@@ -224,14 +224,19 @@ def judge(manifest: dict, budget: dict, measured: dict, disk: int) -> list[dict]
             if c["name"] in LATENCY:
                 c["judged"] = False
                 c["unit"] += "; not judged: this CPU stands in for the GPU"
-    quality = (manifest.get(K.QUALITY) or {}).get("retention")
+    figures = manifest.get(K.QUALITY) or {}
+    unit = "retention (measured at build)"
+    if budget.get("quality_metric", "perplexity") == "tasks":  # the schema's default
+        figures = figures.get("tasks") or {"retention": 0.0}  # built without --eval-tasks
+        unit = f"task accuracy retention ({figures.get('task_set', 'no tasks')}, measured at build)"
+    quality = figures.get("retention")
     if quality is not None:
         checks.append(
             {
                 "name": "quality",
                 "measured": quality,
                 "budget": budget["min_quality"],
-                "unit": "retention (measured at build)",
+                "unit": unit,
                 "pass": quality >= budget["min_quality"],
             }
         )

@@ -40,7 +40,11 @@ GENEROUS = dict(
 
 @pytest.fixture(scope="module")
 def generous(tmp_path_factory):
-    return profile_file(tmp_path_factory.mktemp("profiles"), "generous", **GENEROUS)
+    """GENEROUS, with its floor on task accuracy (the builds answer the built-in tasks)."""
+    path = profile_file(tmp_path_factory.mktemp("profiles"), "generous", **GENEROUS)
+    text = path.read_text().replace("[budget]\n", '[budget]\nquality_metric = "tasks"\n')
+    path.write_text(text)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,8 @@ def bundles(tmp_path_factory, generous):
             "--precision",
             precision,
             *QUICK_EVAL,
+            "--eval-tasks",
+            "builtin",
             "--out",
             str(out / fmt),
             "--json",
@@ -143,6 +149,25 @@ def test_bundle_layout_and_host_check(bundles, fmt):
     lines = (root / "requirements.txt").read_text().splitlines()
     built = [b["name"] for b in install["source_builds"]]
     assert any(line.startswith(manifest["runtime"]["package"]) for line in lines + built)
+
+
+@pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])
+def test_task_accuracy_per_category_in_the_runtime(bundles, fmt):
+    """--eval-tasks builtin: each format's runner answered the 100 items; the manifest, the
+    report and the check judge its task accuracy retention, as the profile's floor says."""
+    root = Path(bundles[fmt]["path"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    tasks = manifest["quality"]["tasks"]
+    assert manifest["quality"]["gated_on"] == "tasks" and tasks["task_set"] == "built-in"
+    assert tasks["items"] == 100 and 0 < tasks["reference_accuracy"] < 1
+    assert 0.5 <= tasks["retention"] <= 1 and tasks["agreement"] >= 0.8  # 8-bit weights
+    names = [c["category"] for c in tasks["categories"]]
+    assert names == ["completion", "factual", "language", "long-context", "reasoning"]
+    assert sum(c["items"] for c in tasks["categories"]) == 100
+    (row,) = [c for c in manifest["build_host"]["check"]["checks"] if c["name"] == "quality"]
+    assert row["measured"] == tasks["retention"] and "task accuracy retention" in row["unit"]
+    report = (root.parent / "report.html").read_text()
+    assert "Task accuracy: built-in (100 items)" in report and "long-context" in report
 
 
 @pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])

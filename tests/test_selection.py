@@ -219,3 +219,23 @@ def test_gate_message_names_the_best_measured_and_the_floor():
     message = gate_message(prof, p, [t])
     assert message.startswith("gguf q4_0 keeps retention 0.8300 (perplexity")
     assert "floor 0.999, no bundle written" in message
+
+
+def test_a_target_judging_task_accuracy_gates_on_its_lower_bound():
+    tasks = {"retention": 0.97, "retention_low": 0.80, "retention_high": 1.0, "items": 100}
+    judged = trial("gguf q8_0", 0.999, 300, 50.0, low=0.99)
+    judged.quality["tasks"] = tasks | {"task_set": "built-in"}
+    judged.metric = "tasks"
+    assert judged.retention == 0.97 and judged.retention_low == 0.80
+    reasons = gate(profile(floor=0.85), judged)
+    assert any(
+        r.startswith("task accuracy retention 0.9700 (95 % interval 0.8000-1.0000 over 100 "
+                     "items of the built-in tasks)") for r in reasons
+    ), reasons
+    judged.reasons.clear()
+    judged.metric = "perplexity"  # the same trial judged by perplexity passes
+    assert gate(profile(floor=0.85), judged) == []
+    raw = load_profile("edge-4gb").to_dict()
+    raw["budget"]["quality_metric"] = "accuracy"
+    with pytest.raises(Exception, match="quality_metric"):
+        parse_profile(raw, source="test")
