@@ -374,7 +374,7 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, 
         quality = {"retention": figures["embedding_cosine_min"], "metric": "embedding cosine"}
     if source.task_ref is not None:
         steps.note(f"answering {len(source.task_ref.items)} tasks in the runtime")
-        quality["tasks"] = score_tasks(runner, source.task_ref, source.tasks)
+        quality["tasks"] = score_tasks(runner, source.task_ref, source.tasks, cache)
     figures["golden"] = golden_outputs(runner, model_dir, facts)
     del runner
     if settings.get("kv_cache") and source.eval_ref is not None:

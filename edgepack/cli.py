@@ -14,6 +14,7 @@ import traceback
 import click
 
 from . import __version__
+from .cli_prune import register as register_prune
 from .errors import EXIT_INTERNAL, EXIT_USAGE, EdgepackError, PlanError, ProfileError
 from .liblog import libraries_to_log
 from .progress import end_bars
@@ -350,6 +351,11 @@ def verify(bundle, target, keep, threads, repetitions, allow_cpu, as_json):
 @click.option("--layers", type=int, help="Student layers (default: half the teacher's).")
 @click.option("--ratio", type=float, help="Student layers as a share of the teacher's, e.g. 0.5.")
 @click.option(
+    "--student",
+    metavar="PATH",
+    help="Train this model as the student instead of a layer subset (e.g. `edgepack prune`'s).",
+)
+@click.option(
     "--data",
     multiple=True,
     type=click.Path(),
@@ -379,7 +385,9 @@ def verify(bundle, target, keep, threads, repetitions, allow_cpu, as_json):
 )
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @_json_option
-def distill_command(teacher, out, layers, ratio, data, resume, eval_data, as_json, **numbers):
+def distill_command(
+    teacher, out, layers, ratio, student, data, resume, eval_data, as_json, **numbers
+):
     """Distil a smaller student: keep a spread of the teacher's layers, train it to match."""
     from pathlib import Path
 
@@ -399,6 +407,7 @@ def distill_command(teacher, out, layers, ratio, data, resume, eval_data, as_jso
             data=[Path(d) for d in data],
             resume=resume,
             eval_data=Path(eval_data) if eval_data else None,
+            student=Path(student) if student else None,
             **options,
         )
     if not report:  # a secondary process under `accelerate launch`
@@ -406,6 +415,9 @@ def distill_command(teacher, out, layers, ratio, data, resume, eval_data, as_jso
     click.echo(report_text(report), err=True)
     if as_json:
         _emit(report)
+
+
+register_prune(cli, _json_option, _emit)
 
 
 def main(argv: list[str] | None = None) -> None:

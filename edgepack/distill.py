@@ -53,7 +53,7 @@ from pathlib import Path
 
 from .cache import write_atomic
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
-from .distill_train import compare, make_student, train
+from .distill_train import check_student, compare, load_student, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
 from .liblog import terminal
 from .student_report import (  # noqa: F401 (the student's report, read by build and the CLI)
@@ -140,9 +140,13 @@ def distill(
     generate: int = 0,
     resume: bool = False,
     eval_data: Path | None = None,
+    student: Path | None = None,
     progress=True,
 ) -> dict:
     """Distil a student of `layers` layers from teacher_dir into out; returns the report.
+
+    student: a model directory to train instead of a layer subset of the teacher (a pruned
+    model healing: `edgepack prune`), with the teacher's vocabulary.
 
     progress: True for a bar on stderr, False for silence, or a callable given short notes.
     """
@@ -174,7 +178,12 @@ def distill(
             f"--out {out} is not empty; pass --resume to continue the distillation there, or "
             "choose a new --out directory"
         )
-    layers = resolve_layers(n_teacher, layers, ratio)
+    if student is not None:
+        if layers is not None or ratio is not None:
+            raise EdgepackError("give --student or --layers/--ratio, not both")
+        layers = check_student(Path(student), teacher_dir)
+    else:
+        layers = resolve_layers(n_teacher, layers, ratio)
     if resume and saved.get("num_hidden_layers") != layers:
         raise EdgepackError(
             f"--resume: the checkpoint in {out} has {saved.get('num_hidden_layers')} layers, not "
@@ -198,6 +207,7 @@ def distill(
             latest if resume else None,
             (eval_name, eval_body),
             progress,
+            Path(student) if student is not None else None,
         )
     except BaseException:
         if latest_checkpoint(out) is None:  # nothing worth keeping: leave no half-written OUT
@@ -234,7 +244,9 @@ def latest_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, evaluation, progress):
+def _run(
+    teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, evaluation, progress, given
+):
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -260,7 +272,11 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
             note(f"sampling {generate} tokens of training text from the teacher")
             path.write_text(generate_text(teacher, tokenizer, generate), encoding="utf-8")
         text = add_generated(text, tokenizer, path.read_text(encoding="utf-8"))
-    keep = select_layers(n_teacher, layers)
+    keep = None if given else select_layers(n_teacher, layers)
+
+    def fresh_student():  # the student before training: given, or the teacher's layer subset
+        return load_student(given, device) if given else make_student(teacher, keep)
+
     picked = text.held_out[
         :: max(1, math.ceil(len(text.held_out) * o["seq_len"] / HELD_OUT_EVAL_TOKENS))
     ]
@@ -272,7 +288,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
     )
     trainer = train(
         teacher,
-        make_student(teacher, keep),
+        fresh_student(),
         text,
         held,
         out / CHECKPOINTS,
@@ -287,7 +303,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
     ids = tokenizer(evaluation[1], add_special_tokens=False, verbose=False)["input_ids"][
         :MAX_EVAL_TOKENS
     ]
-    undistilled = make_student(teacher, keep)
+    undistilled = fresh_student()
     models = {"undistilled": undistilled, "distilled": student}
     on_eval = compare(teacher, models, [(ids[a:b], scored(a, b)) for a, b in chunks(len(ids))])
     on_held = compare(teacher, models, held)
@@ -303,6 +319,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
         "student": {
             "num_layers": layers,
             "kept_layers": keep,
+            "given": str(given.resolve()) if given else None,
             "num_parameters": sum(p.numel() for p in student.parameters()),
         },
         "data": {
@@ -339,7 +356,7 @@ def _run(teacher_dir, out, layers, n_teacher, data, o, generate, checkpoint, eva
         "held_out": on_held,
         "evaluation": {"text": evaluation[0], **on_eval},
         "wall_s": round(time.monotonic() - started, 1),
-        "command": command_line(teacher_dir, layers, out),
+        "command": command_line(teacher_dir, layers, out, given),
     }
     write_atomic(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     return report

@@ -10,6 +10,7 @@ stderr showing loss and tokens/s.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -49,6 +50,37 @@ def make_student(teacher, keep: list[int]):
         )
     student.load_state_dict(state, strict=True)
     return student.to(next(teacher.parameters()).device)
+
+
+def check_student(student_dir: Path, teacher_dir: Path) -> int:
+    """A given student (`distill --student`): a model directory with the teacher's
+    vocabulary; returns its layer count."""
+    import json
+
+    from .errors import EdgepackError
+
+    path = Path(student_dir) / "config.json"
+    if not path.is_file() or not any(Path(student_dir).glob("*.safetensors")):
+        raise EdgepackError(
+            f"--student {student_dir} is not a model directory (config.json and safetensors "
+            "weights); give one made by `edgepack prune` or saved by transformers"
+        )
+    mine = json.loads(path.read_text())
+    theirs = json.loads((Path(teacher_dir) / "config.json").read_text())
+    if mine.get("vocab_size") != theirs.get("vocab_size"):
+        raise EdgepackError(
+            f"--student {student_dir} has a vocabulary of {mine.get('vocab_size')} tokens, the "
+            f"teacher {theirs.get('vocab_size')}; a student must share its teacher's tokenizer"
+        )
+    return int(mine.get("num_hidden_layers") or 0)
+
+
+def load_student(student_dir: Path, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    return model.to(device)
 
 
 def distillation_loss(student_logits, teacher_logits, input_ids, temperature, alpha):
@@ -136,6 +168,7 @@ def train(teacher, student, text, held, checkpoints: Path, o: dict, checkpoint, 
 
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun, accelerate launch
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=o["steps"],
@@ -165,8 +198,8 @@ def train(teacher, student, text, held, checkpoints: Path, o: dict, checkpoint, 
         dataloader_pin_memory=cuda,
         # on CPUs, a process group of several processes (torchrun, accelerate launch) is gloo's;
         # without use_cpu, Trainer would run each process alone, each writing the student
-        use_cpu=not cuda,
-        ddp_backend=None if cuda else "gloo",
+        use_cpu=not cuda and several,
+        ddp_backend="gloo" if not cuda and several else None,
         remove_unused_columns=False,
         seed=0,
     )

@@ -393,17 +393,28 @@ def measure(runner, ref: EvalReference) -> Quality:
 
 
 def _measurement_path(runner, ref: EvalReference) -> Path | None:
-    model_dir = getattr(runner, "model_dir", None)
-    if ref.cache is None or model_dir is None or not hasattr(runner, "version"):
+    if ref.cache is None:
         return None
     folder, key = ref.cache
+    salt = f"{key}|{RESAMPLES}|{SEED}|{LEVEL}|{','.join(Quality.__dataclass_fields__)}"
+    digest = runner_digest(runner, salt)
+    return None if digest is None else folder / "measured" / f"{key}-{digest[:24]}.json"
+
+
+def runner_digest(runner, salt: str) -> str | None:
+    """What a measurement through `runner` depends on: every byte of its model directory, the
+    runtime and its version, its KV-cache type, and `salt` (what was measured, and how); None
+    for a runner that cannot say (no model_dir or version)."""
+    model_dir = getattr(runner, "model_dir", None)
+    if model_dir is None or not hasattr(runner, "version"):
+        return None
     digest = hashlib.sha256(
-        f"{key}|{type(runner).__module__}|{runner.version()}|{RESAMPLES}|{SEED}|{LEVEL}|"
-        f"{','.join(Quality.__dataclass_fields__)}|{getattr(runner, 'kv_cache', None)}".encode()
+        f"{salt}|{type(runner).__module__}|{runner.version()}|"
+        f"{getattr(runner, 'kv_cache', None)}".encode()
     )
     for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(model_dir)}:{path.stat().st_size}:".encode())
         with open(path, "rb") as fh:
             while block := fh.read(1 << 24):
                 digest.update(block)
-    return folder / "measured" / f"{key}-{digest.hexdigest()[:24]}.json"
+    return digest.hexdigest()

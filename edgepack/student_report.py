@@ -11,8 +11,9 @@ from pathlib import Path
 REPORT_FILE = "distill_report.json"
 
 
-def command_line(teacher_dir: Path, layers: int, out: Path) -> str:
-    """The `edgepack distill` command that makes a student of `layers` layers into out."""
+def command_line(teacher_dir: Path, layers: int, out: Path, student: Path | None = None) -> str:
+    """The `edgepack distill` command that makes a student of `layers` layers into out (or
+    trains the given student)."""
     from .cache import cache_root
     from .demo import MODEL_NAME
 
@@ -21,7 +22,8 @@ def command_line(teacher_dir: Path, layers: int, out: Path) -> str:
         teacher_dir.resolve().parent == (cache_root() / "models").resolve()
     )
     teacher = [] if default else ["--teacher", str(teacher_dir)]
-    return shlex.join(["edgepack", "distill", *teacher, "--layers", str(layers), "--out", str(out)])
+    which = ["--student", str(student)] if student else ["--layers", str(layers)]
+    return shlex.join(["edgepack", "distill", *teacher, *which, "--out", str(out)])
 
 
 def read_report(model_dir: Path) -> dict | None:

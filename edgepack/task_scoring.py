@@ -13,6 +13,7 @@ The reference is cached under <cache>/references by the model's content and the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import write_atomic
-from .quality import LEVEL, RESAMPLES, SEED, log_softmax
+from .quality import LEVEL, RESAMPLES, SEED, log_softmax, runner_digest
 from .tasks import Task, TaskSet, answer_text, is_correct, normalise
 
 VERSION = 1
@@ -71,11 +72,19 @@ def _compute(model_dir: Path, tasks: TaskSet, trust: bool) -> TaskReference:
     encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     items = [_encode(encode, t) for t in tasks.tasks]
 
-    class Reference:  # the kit runner's interface, over PyTorch
-        def logits(self, ids):
+    class Reference:  # what _answer asks of a runner, over PyTorch
+        def choice_scores(self, context, choices):
+            """Every choice in one batch, right-padded (the padding is masked and unread)."""
+            rows = [begin + list(context) + list(c) for c in choices]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
             with torch.inference_mode():
-                out = model(torch.tensor([begin + list(ids)])).logits[0, len(begin) :]
-            return out.float().numpy()
+                logits = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+            first = len(begin) + len(context) - 1
+            return [
+                _summed(logits[i, first : first + len(c)], c) for i, c in enumerate(choices)
+            ]
 
         def generated(self, ids, n):
             with torch.inference_mode():
@@ -119,8 +128,7 @@ def _encode(encode, task: Task) -> dict:
 def _answer(runner, task: Task, item: dict) -> tuple:
     """(the runner's answer, whether it is right) for one task."""
     if item["kind"] == "choice":
-        scores = [loglikelihood(runner, item["context"], c) for c in item["choices"]]
-        pick = int(np.argmax(scores))
+        pick = int(np.argmax(runner.choice_scores(item["context"], item["choices"])))
         return pick, pick == task.answer
     said = runner.generated(item["prompt"], task.max_new_tokens)
     return normalise(answer_text(said)), is_correct(task, said)
@@ -129,8 +137,12 @@ def _answer(runner, task: Task, item: dict) -> tuple:
 def loglikelihood(runner, context: list[int], continuation: list[int]) -> float:
     """Summed log-probability of `continuation` after `context`, from one fresh context."""
     logits = np.asarray(runner.logits(list(context) + list(continuation)), dtype=np.float32)
-    rows = logits[len(context) - 1 : len(context) - 1 + len(continuation)]
-    logp = log_softmax(rows)
+    return _summed(logits[len(context) - 1 : len(context) - 1 + len(continuation)], continuation)
+
+
+def _summed(rows: np.ndarray, continuation: list[int]) -> float:
+    """Summed log-probability of the continuation's tokens, from the logits predicting them."""
+    logp = log_softmax(np.asarray(rows, dtype=np.float32))
     return float(logp[np.arange(len(continuation)), continuation].sum())
 
 
@@ -141,21 +153,35 @@ class _Generating:
     def __init__(self, runner, eos: set[int]):
         self.runner, self.eos = runner, eos
 
-    def logits(self, ids):
-        return self.runner.logits(ids)
+    def choice_scores(self, context, choices):
+        return [loglikelihood(self.runner, context, c) for c in choices]
 
     def generated(self, ids, n):
         tokens = self.runner.generate(list(ids), n, stop_at_eos=True).tokens
         return self.runner.detokenize([t for t in tokens if t not in self.eos])
 
 
-def score(runner, ref: TaskReference, tasks: TaskSet) -> dict:
-    """The candidate's task accuracy through its runner, beside the reference's."""
+def score(runner, ref: TaskReference, tasks: TaskSet, cache: Path | None = None) -> dict:
+    """The candidate's task accuracy through its runner, beside the reference's; cached under
+    `cache` by the artifact's content, the runtime and the reference's answers (a second build
+    of the same export on the same tasks reuses it)."""
+    path = None
+    if cache is not None:
+        salt = hashlib.sha256(json.dumps(asdict(ref), sort_keys=True).encode()).hexdigest()
+        digest = runner_digest(runner, f"tasks-v{VERSION}|{salt}|{RESAMPLES}|{SEED}|{LEVEL}")
+        if digest is not None:
+            path = Path(cache) / "references" / "measured" / f"tasks-{digest[:32]}.json"
+            if path.is_file():
+                return {**json.loads(path.read_text()), "task_set": ref.task_set}
     wrapped = _Generating(runner, set(ref.eos))
     answers = [_answer(wrapped, t, item) for t, item in zip(tasks.tasks, ref.items, strict=True)]
     correct = np.array([c for _, c in answers], dtype=bool)
     same = np.array([a == r for (a, _), r in zip(answers, ref.answers, strict=True)], dtype=bool)
-    return summarise(ref, correct, same)
+    result = summarise(ref, correct, same)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(result))
+    return result
 
 
 def summarise(ref: TaskReference, correct: np.ndarray, same: np.ndarray) -> dict:
