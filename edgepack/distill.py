@@ -1,7 +1,9 @@
 """Knowledge distillation of a smaller student (`edgepack distill`).
 
-Student: the teacher with a well-spread subset of its decoder layers kept (always the first and
-the last, the rest evenly spaced), plus its embeddings, final norm and head. Dropping half the
+Student: the teacher with a subset of its decoder layers kept, plus its embeddings, final norm
+and head: the even spread (always the first and the last layer) or the layers of highest block
+influence, whichever measures closer to the teacher before training (edgepack.depth); or a
+model given with --student (a width-pruned one healing: `edgepack prune`). Dropping half the
 layers of a trained model breaks it (the default model's 15-layer student starts at perplexity
 ~1e6), but every weight it keeps is already trained, so it recovers in a few hundred steps.
 
@@ -52,6 +54,13 @@ import time
 from pathlib import Path
 
 from .cache import write_atomic
+from .depth import (  # noqa: F401 (select_layers, resolve_layers: the distill API)
+    CHECKPOINTS,
+    DEFAULT_RATIO,
+    resolve_layers,
+    run_layers,
+    select_layers,
+)
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
 from .distill_train import check_student, compare, load_student, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
@@ -65,7 +74,6 @@ from .student_report import (  # noqa: F401 (the student's report, read by build
     teacher_of,
 )
 
-CHECKPOINTS = "checkpoints"
 SCHEMA_VERSION = 1
 DEFAULT_STEPS = 200
 DEFAULT_SEQ_LEN = 256
@@ -73,7 +81,6 @@ DEFAULT_BATCH = 4
 DEFAULT_TEMPERATURE = 2.0
 DEFAULT_ALPHA = 0.5
 DEFAULT_LR = 3e-4
-DEFAULT_RATIO = 0.5
 HELD_OUT_EVAL_TOKENS = 2048  # per evaluation during training: enough to rank checkpoints
 _NOT_COPIED = re.compile(
     r"^(config\.json|.*\.(safetensors|bin|pt|pth|gguf|ckpt|h5|msgpack)|"
@@ -95,32 +102,6 @@ def teacher_layers(teacher_dir: Path) -> int:
         if isinstance(config.get(key), int):
             return config[key]
     raise UnsupportedModelError(f"{teacher_dir}/config.json does not say how many layers it has")
-
-
-def resolve_layers(n_teacher: int, layers: int | None = None, ratio: float | None = None) -> int:
-    """The student's layer count from --layers or --ratio (default: half the teacher's)."""
-    if layers is not None and ratio is not None:
-        raise EdgepackError("give --layers or --ratio, not both")
-    if ratio is not None:
-        if not 0 < ratio < 1:
-            raise EdgepackError(f"--ratio {ratio:g} must be between 0 and 1, e.g. 0.5 for half")
-        layers = min(n_teacher - 1, max(1, round(n_teacher * ratio)))
-    elif layers is None:
-        layers = max(1, round(n_teacher * DEFAULT_RATIO))
-    if not 1 <= layers < n_teacher:
-        raise EdgepackError(
-            f"--layers {layers}: a student needs at least 1 and fewer than the teacher's "
-            f"{n_teacher} layers; choose one of 1..{n_teacher - 1}"
-        )
-    return layers
-
-
-def select_layers(n_teacher: int, n_student: int) -> list[int]:
-    """Evenly spread teacher layers for the student, always the first and the last."""
-    if n_student == 1:
-        return [0]
-    step = (n_teacher - 1) / (n_student - 1)  # >= 1, so the picks are distinct
-    return [int(i * step + 0.5) for i in range(n_student)]
 
 
 def distill(
@@ -272,15 +253,15 @@ def _run(
             note(f"sampling {generate} tokens of training text from the teacher")
             path.write_text(generate_text(teacher, tokenizer, generate), encoding="utf-8")
         text = add_generated(text, tokenizer, path.read_text(encoding="utf-8"))
-    keep = None if given else select_layers(n_teacher, layers)
-
-    def fresh_student():  # the student before training: given, or the teacher's layer subset
-        return load_student(given, device) if given else make_student(teacher, keep)
-
     picked = text.held_out[
         :: max(1, math.ceil(len(text.held_out) * o["seq_len"] / HELD_OUT_EVAL_TOKENS))
     ]
     held = [(w, slice(0, len(w) - 1)) for w in picked]
+    keep, layer_choice = run_layers(teacher, n_teacher, layers, held, out, given, checkpoint, note)
+
+    def fresh_student():  # the student before training: given, or the teacher's layer subset
+        return load_student(given, device) if given else make_student(teacher, keep)
+
     resumed = (
         json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         if checkpoint
@@ -319,6 +300,7 @@ def _run(
         "student": {
             "num_layers": layers,
             "kept_layers": keep,
+            "layer_choice": layer_choice,
             "given": str(given.resolve()) if given else None,
             "num_parameters": sum(p.numel() for p in student.parameters()),
         },

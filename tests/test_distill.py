@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgepack import distill as d
@@ -336,7 +337,12 @@ def test_student_is_a_model_directory_that_names_its_teacher(student, default_mo
     assert "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
     assert not list(out.glob("*.bin"))
     assert d.student_layers_from(out) == 15 and d.teacher_of(out) == Path(default_model).resolve()
-    assert report["student"]["kept_layers"] == d.select_layers(30, 15)
+    choice = report["student"]["layer_choice"]  # measured; --resume keeps the first run's
+    assert choice["chosen"] in ("spread", "influence") and len(choice["block_influence"]) == 30
+    assert report["student"]["kept_layers"] == choice[choice["chosen"]]["layers"]
+    assert choice["spread"]["layers"] == d.select_layers(30, 15)
+    kl = {name: choice[name]["undistilled_kl"] for name in ("spread", "influence")}
+    assert kl[choice["chosen"]] == min(kl.values())
     assert report["teacher"]["weights_sha256"] and report["wall_s"] > 0
     (file,) = report["data"]["files"]
     assert file["path"] == "built-in train.txt" and file["tokens"] > 8000
@@ -418,3 +424,12 @@ def test_student_builds_into_a_gguf_bundle_that_passes_its_check(student, tmp_pa
     (bundle,) = json.loads(result.stdout)["bundles"]
     manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
     assert manifest["build_host"]["check"]["pass"], manifest["build_host"]["check"]
+
+
+def test_layers_by_block_influence_keep_the_last():
+    from edgepack.depth import layers_by_influence
+
+    influence = np.array([0.9, 0.01, 0.5, 0.02, 0.3, 0.001])
+    assert layers_by_influence(influence, 3) == [0, 2, 5]  # the last whatever it scores
+    assert layers_by_influence(influence, 1) == [5]
+    assert layers_by_influence(influence, 5) == [0, 2, 3, 4, 5]
