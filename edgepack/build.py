@@ -108,7 +108,7 @@ def build(
 
     cache = cache_dir or cache_root()
     cal_text = calibration_text(calibration)[1] if calibration else None
-    tasks = _task_set(eval_tasks, profiles)
+    tasks = _task_set(eval_tasks, profiles, facts)
     main = Source(Path(model_dir), facts, teacher_of(model_dir))
     plans = [plan(facts, profile) for profile in profiles]
     overridden = bool(format_name or precision_name)
@@ -272,13 +272,19 @@ def _trials(
     return trials
 
 
-def _task_set(eval_tasks, profiles):
-    """The --eval-tasks set; an error where a target's floor judges task accuracy without one."""
+def _task_set(eval_tasks, profiles, facts):
+    """The --eval-tasks set; an error where a target's floor judges task accuracy without one,
+    or where the model generates no text to answer with (an encoder)."""
     from .tasks import load_tasks
 
+    judging = [p.name for p in profiles if p.budget.quality_metric == "tasks"]
+    if (eval_tasks is not None or judging) and facts.kind != "decoder":
+        raise EdgepackError(
+            "task accuracy (--eval-tasks, budget.quality_metric = \"tasks\") measures "
+            f"decoders; this model is a {facts.kind}, judged by its embeddings' cosine"
+        )
     if eval_tasks is not None:
         return load_tasks(eval_tasks)
-    judging = [p.name for p in profiles if p.budget.quality_metric == "tasks"]
     if judging:
         raise EdgepackError(
             f'{judging[0]}\'s floor judges task accuracy (budget.quality_metric = "tasks"): '

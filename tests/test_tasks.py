@@ -116,3 +116,16 @@ def test_retention_is_undefined_where_the_reference_knows_nothing():
     assert retention_interval(np.array([True]), np.array([False])) == (None, None)
     low, high = retention_interval(np.array([True] * 40 + [False] * 60), np.array([True] * 100))
     assert 0.3 < low < 0.4 < high < 0.5
+
+
+def test_build_refuses_bad_tasks_and_encoders_in_seconds(tmp_path):
+    from tests.conftest import encoder_dir, run_cli
+
+    bad = write(tmp_path, [{"prompt": "p", "answer": "x"}, {"prompt": "p"}])
+    r = run_cli("build", "--target", "edge-4gb", "--eval-tasks", str(bad), "--out", str(tmp_path))
+    assert r.returncode == 2 and "mine.jsonl line 2: " in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("build", "--model", str(encoder_dir()), "--target", "edge-4gb",
+                "--eval-tasks", "builtin", "--out", str(tmp_path / "b"))  # fmt: skip
+    assert r.returncode == 2 and "measures decoders" in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()
