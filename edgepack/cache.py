@@ -1,12 +1,14 @@
 """What every cached artifact shares: where the cache is, content keys, pid liveness, atomic
-writes. Stdlib only; the formats, the exports, the reference and the default model use it.
+writes, locks. Stdlib only; the formats, the exports, the reference and the default model use it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 # Bump when what a content key covers changes, so that every cache keyed by it is rebuilt.
@@ -61,3 +63,17 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def write_json_atomic(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on `path` (created if missing) for the block: builds running side
+    by side that need the same cache entry make it once, the others waiting, then reading it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import calibration as cal
 from .bundle import STAGING, clean_leftovers
 from .cache import content_key as model_key
-from .cache import write_atomic
+from .cache import locked, write_atomic
 from .formats.base import Artifact, Progress, exporter
 from .formats.registry import resolve
 from .model import ModelFacts
@@ -48,10 +48,18 @@ def export_cached(
     module.check(facts, precision)
     root = Path(cache_dir) / "exports" / model_key(model_dir)
     name = entry_name(format_name, precision.name, precision.calibration, calibration)
+    # a build beside this one that needs the same entry waits, then reuses it
+    with locked(root / f".{name}.lock"):
+        return _export_entry(
+            model_dir, facts, module, precision, root, name, progress, calibration, format_name
+        )
+
+
+def _export_entry(model_dir, facts, module, precision, root, name, progress, calibration, fmt):
     dest = root / name
     meta = root / f"{name}.json"
     if dest.is_dir() and meta.is_file():
-        progress(f"reusing the cached {format_name} {precision.name} export")
+        progress(f"reusing the cached {fmt} {precision.name} export")
         data = json.loads(meta.read_text())
         return Artifact(path=dest, **data)
     root.mkdir(parents=True, exist_ok=True)
