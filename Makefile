@@ -21,6 +21,6 @@ test-unit: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
 test-integration: setup
-	$(BIN)/python -m pytest -q -m integration --durations=25
+	$(BIN)/python -m pytest -q -m integration --durations=25 -n 2 --dist loadfile
 
 test: lint test-unit test-integration

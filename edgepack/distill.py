@@ -134,6 +134,8 @@ def distill(
     from .quality import eval_text
 
     teacher_dir, out, data = Path(teacher_dir), Path(out), [Path(p) for p in data]
+    if student is not None and (layers is not None or ratio is not None):
+        raise EdgepackError("give --student or --layers/--ratio, not both")
     n_teacher = teacher_layers(teacher_dir)
     _check_numbers(steps, seq_len, batch, temperature, alpha, lr, save_steps, generate)
     check_files(data)
@@ -160,8 +162,6 @@ def distill(
             "choose a new --out directory"
         )
     if student is not None:
-        if layers is not None or ratio is not None:
-            raise EdgepackError("give --student or --layers/--ratio, not both")
         layers = check_student(Path(student), teacher_dir)
     else:
         layers = resolve_layers(n_teacher, layers, ratio)

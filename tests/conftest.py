@@ -13,13 +13,29 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 def pytest_configure(config):
     """One edgepack cache per test run (default model, exports, references), shared with the
-    CLI subprocesses; EDGEPACK_TEST_CACHE=DIR keeps it between runs while developing."""
+    CLI subprocesses and with every pytest-xdist worker (they inherit it from the controller);
+    EDGEPACK_TEST_CACHE=DIR keeps it between runs while developing.
+
+    Each xdist worker runs on cores of its own (`make test` runs the integration tier on two
+    workers, one core each): the runtimes use every core their process may run on, so two
+    workers sharing the cores would oversubscribe them, and llama.cpp's threads spin-wait for
+    one another (a 20x slowdown seen on this 2-core host)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        _own_cores(int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+        return  # the controller's cache, from the environment
     keep = os.environ.get("EDGEPACK_TEST_CACHE")
     if keep:
         os.environ["EDGEPACK_CACHE"] = keep
     else:
         config._edgepack_cache = tempfile.mkdtemp(prefix="edgepack-test-cache-")
         os.environ["EDGEPACK_CACHE"] = config._edgepack_cache
+
+
+def _own_cores(index: int, workers: int) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[index::workers] or cores  # fewer cores than workers: they share them all
+    os.sched_setaffinity(0, mine)
 
 
 def pytest_unconfigure(config):

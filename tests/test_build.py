@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 VARIANTS = [("gguf", "q8_0"), ("openvino", "int8"), ("onnx", "int8")]
 # these builds test bundles, not the quality estimate (tests/test_quality.py judges the default
 # 4096 tokens): the smallest evaluation keeps them quick
-QUICK_EVAL = ("--eval-tokens", "512")
+QUICK_EVAL = ("--eval-tokens", "512", "--eval-tasks", "builtin")  # `generous` gates on tasks
 
 
 def profile_file(tmp_path, name, **budget):
@@ -62,8 +62,6 @@ def bundles(tmp_path_factory, generous):
             "--precision",
             precision,
             *QUICK_EVAL,
-            "--eval-tasks",
-            "builtin",
             "--out",
             str(out / fmt),
             "--json",
