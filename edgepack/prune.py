@@ -20,6 +20,7 @@ parameters before and after, and the calibration text.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -32,7 +33,12 @@ SCHEMA_VERSION = 1
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma2", "gemma")
 DEFAULT_RATIO = 0.25
 CALIBRATION_SAMPLES, CALIBRATION_TOKENS = 32, 256
-_NOT_COPIED = ("model", "pytorch_model", "config.json", "generation_config.json", REPORT_FILE)
+# weights, config, and reports of what the source was made from (a distilled student's
+# distill_report.json would name a teacher the pruned model never had)
+_NOT_COPIED = re.compile(
+    r"^(config\.json|generation_config\.json|.*\.(safetensors|bin|pt|pth|gguf)|.*\.index\.json|"
+    r"distill_report\.json|prune_report\.json|\..*)$"
+)
 
 
 def check_options(ratio: float, kv_groups: int | None) -> None:
@@ -248,7 +254,7 @@ def _save(model, model_dir: Path, out: Path, report: dict) -> None:
     tmp.mkdir()
     try:
         for item in model_dir.iterdir():
-            if item.is_file() and not item.name.startswith(_NOT_COPIED):
+            if item.is_file() and not _NOT_COPIED.match(item.name):
                 shutil.copy2(item, tmp / item.name)
         model.save_pretrained(tmp, safe_serialization=True)
         # the saved directory must load as it is (its config matches its weights)
