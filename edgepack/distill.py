@@ -64,7 +64,7 @@ from .depth import (  # noqa: F401 (select_layers, resolve_layers: the distill A
 from .distill_data import GENERATED_FILE, add_generated, check_files, generate_text, load_text
 from .distill_train import check_student, compare, load_student, make_student, train
 from .errors import EdgepackError, ModelError, UnsupportedModelError
-from .liblog import terminal
+from .liblog import secondary_process, terminal
 from .student_report import (  # noqa: F401 (the student's report, read by build and the CLI)
     REPORT_FILE,
     command_line,
@@ -236,6 +236,8 @@ def _run(
 
     started = time.monotonic()
     transformers.logging.set_verbosity_error()
+    if progress is True and secondary_process():
+        progress = False
     if progress is True:
         note = lambda message: print(f"distill: {message}", file=terminal())  # noqa: E731
     else:

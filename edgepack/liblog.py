@@ -27,6 +27,12 @@ def terminal():
     return _terminal or sys.stderr
 
 
+def secondary_process() -> bool:
+    """A process other than the first of a multi-process run (torchrun, accelerate launch):
+    it works as the others do but stays quiet, so that the terminal reads as one run."""
+    return os.environ.get("RANK", "0") not in ("", "0")
+
+
 @contextlib.contextmanager
 def libraries_to_log(command: str):
     global _terminal
@@ -65,7 +71,7 @@ def libraries_to_log(command: str):
         os.close(saved_out)
         os.close(saved_err)
         try:  # named where there is something to read; an empty log is removed
-            if path.stat().st_size:
+            if path.stat().st_size and not secondary_process():
                 print(f"edgepack: the libraries' messages are in {path}", file=_terminal)
             else:
                 path.unlink()
