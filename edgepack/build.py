@@ -35,6 +35,7 @@ from .report import write_report
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
 from .stage import model_name, run_bundle_check, stage
+from .students import Student
 from .task_scoring import score as score_tasks
 from .validate import validate
 
@@ -54,6 +55,7 @@ class BuildResult:
     candidates_measured: list
     budget: dict = field(default_factory=dict)  # the target's, for report.html
     device_prediction: dict | None = None
+    student: str | None = None  # what kind of student the bundle holds, in words
 
 
 @dataclass
@@ -74,6 +76,12 @@ class Source:
         from .student_report import student_layers_from
 
         return student_layers_from(self.model_dir) if self.teacher else None
+
+    @property
+    def student(self) -> str | None:
+        from .student_report import student_text
+
+        return student_text(self.model_dir) if self.teacher else None
 
 
 def build(
@@ -115,17 +123,17 @@ def build(
     needing = [  # targets whose plan needs a student
         (profile, p)
         for profile, p in zip(profiles, plans, strict=True)
-        if not overridden and p.chosen and p.chosen.student_layers
+        if not overridden and p.chosen and p.chosen.is_student
     ]
     if needing and not allow_distill:
         profile, p = needing[0]
         raise StudentRequired(_student_message(main.model_dir, profile, p.chosen))
-    needs = {profile.name: p.chosen.student_layers for profile, p in needing}
+    needs = {profile.name: p.chosen.student for profile, p in needing}
     students = {}
-    for layers in needs.values():
-        if layers not in students:
-            path = distil_student(main.model_dir, layers, cache, distill_steps)
-            students[layers] = Source(path, inspect_model(path), main.model_dir)
+    for student in needs.values():
+        if student not in students:
+            path = distil_student(main.model_dir, student, cache, distill_steps)
+            students[student] = Source(path, inspect_model(path), main.model_dir)
     todo = []
     resolutions: dict = {}  # (target, runtime): what the device installs (edgepack.install)
     for profile, p in zip(profiles, plans, strict=True):
@@ -200,6 +208,7 @@ def build(
                     best.manifest["candidates_measured"],
                     profile.budget.model_dump(mode="json"),
                     best.device_prediction,
+                    source.student,
                 )
             )
         write_report(out, model_name(model_dir), results)
@@ -280,7 +289,7 @@ def _task_set(eval_tasks, profiles, facts):
     judging = [p.name for p in profiles if p.budget.quality_metric == "tasks"]
     if (eval_tasks is not None or judging) and facts.kind != "decoder":
         raise EdgepackError(
-            "task accuracy (--eval-tasks, budget.quality_metric = \"tasks\") measures "
+            'task accuracy (--eval-tasks, budget.quality_metric = "tasks") measures '
             f"decoders; this model is a {facts.kind}, judged by its embeddings' cosine"
         )
     if eval_tasks is not None:
@@ -310,34 +319,42 @@ def _say(line: str) -> None:
     print(line, file=terminal())
 
 
-def student_dir(model_dir: Path, layers: int, cache: Path, steps: int) -> Path:
-    """Where the cached student of `layers` layers distilled for `steps` steps lives."""
+def student_dir(model_dir: Path, student: Student, cache: Path, steps: int) -> Path:
+    """Where the cached student distilled (or pruned and healed) for `steps` steps lives."""
     from .cache import content_key as model_key
 
     return (
         cache
         / "students"
         / f"{model_key(model_dir)}-s{steps}"
-        / (f"{model_name(model_dir)}-{layers}L")
+        / (f"{model_name(model_dir)}-{student.slug}")
     )
 
 
-def distil_student(model_dir: Path, layers: int, cache: Path, steps: int | None) -> Path:
-    """The distilled student of `layers` layers: from the cache, or distilled now (atomically:
-    a killed distillation leaves nothing that looks finished)."""
+def distil_student(model_dir: Path, student: Student, cache: Path, steps: int | None) -> Path:
+    """The student: from the cache, or made now (atomically: a killed distillation leaves
+    nothing that looks finished). A depth student is distilled from model_dir; a width student
+    is pruned from it, then healed by distillation from it."""
     import tempfile
 
     from .distill import DEFAULT_STEPS, REPORT_FILE, distill
 
     steps = steps or DEFAULT_STEPS
-    dest = student_dir(model_dir, layers, cache, steps)
+    dest = student_dir(model_dir, student, cache, steps)
     if (dest / REPORT_FILE).is_file():
-        print(f"reusing the distilled {layers}-layer student in {dest}", file=terminal())
+        print(f"reusing the {student.describe()} in {dest}", file=terminal())
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".distilling-{layers}L-", dir=dest.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".distilling-{student.slug}-", dir=dest.parent))
     try:
-        distill(model_dir, work / "student", layers, steps=steps)
+        if student.pruned_mlp is not None:
+            from .prune import prune
+
+            say = lambda m: print(f"prune: {m}", file=terminal())  # noqa: E731
+            prune(model_dir, work / "pruned", student.pruned_mlp, progress=say)
+            distill(model_dir, work / "student", steps=steps, student=work / "pruned")
+        else:
+            distill(model_dir, work / "student", student.layers, steps=steps)
         shutil.rmtree(dest, ignore_errors=True)
         (work / "student").rename(dest)
     finally:
@@ -346,12 +363,20 @@ def distil_student(model_dir: Path, layers: int, cache: Path, steps: int | None)
 
 
 def _student_message(model_dir: Path, profile: Profile, c: Candidate) -> str:
-    from .student_report import command_line
+    from .student_report import command_line, prune_command_lines
 
-    out = Path("students") / f"{model_name(model_dir)}-{c.student_layers}L"
+    student = c.student
+    out = Path("students") / f"{model_name(model_dir)}-{student.slug}"
+    if student.pruned_mlp is not None:
+        pruned = Path("pruned") / f"{model_name(model_dir)}-{student.slug}"
+        commands = prune_command_lines(model_dir, student.pruned_mlp, pruned, out)
+        kind = f"{student.describe()}, healed by distillation"
+    else:
+        commands = command_line(model_dir, student.layers, out)
+        kind = f"distilled {student.describe()}"
     return (
-        f"{profile.name} needs a distilled {c.student_layers}-layer student ({c.label}); "
-        f"make it with `{command_line(model_dir, c.student_layers, out)}` and build it with "
+        f"{profile.name} needs a {kind} ({c.label}, quality prior "
+        f"{c.predicted.quality:.3f}); make it with `{commands}` and build it with "
         f"--model {out}, or pass --allow-distill to distil it now (it takes a while), or "
         "relax the target's budgets (see `edgepack plan`)"
     )

@@ -89,7 +89,9 @@ def device_prediction(
         basis = "the planner's GPU model" if on_gpu else "the planner's priors (not measured)"
     else:
         pair = (eff["bandwidth_efficiency"], eff["compute_efficiency"])
-        p = predict(facts, profile, fmt, precision, layers, on_gpu, pair)
+        p = predict(
+            facts, profile, fmt, precision, layers, on_gpu, pair, pruned_mlp=candidate.pruned_mlp
+        )
         basis = (
             f"{candidate.runtime} efficiencies measured on this host ({host['cpu']}, "
             f"{eff['threads']} threads, {host['bandwidth_gbs']:g} GB/s measured) applied to "

@@ -210,7 +210,7 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
     metavar="FILE.jsonl|builtin",
     help="Also measure task accuracy in each candidate's runtime against the fp32 reference: "
     "multiple-choice and generation rows, per category (`builtin`: edgepack's 100 items). A "
-    "target whose budget.quality_metric is \"tasks\" puts its floor on it.",
+    'target whose budget.quality_metric is "tasks" puts its floor on it.',
 )
 @click.option(
     "--calibration",
@@ -221,7 +221,8 @@ def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
 @click.option(
     "--allow-distill",
     is_flag=True,
-    help="Distil the student a target's plan needs (takes a while; cached for later builds).",
+    help="Make the student a target's plan needs: distil a depth student, or prune a width "
+    "student and heal it (takes a while; cached for later builds).",
 )
 @click.option(
     "--distill-steps",

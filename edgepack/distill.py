@@ -68,6 +68,7 @@ from .liblog import secondary_process, terminal
 from .student_report import (  # noqa: F401 (the student's report, read by build and the CLI)
     REPORT_FILE,
     command_line,
+    pruned_from,
     read_report,
     report_text,
     student_layers_from,
@@ -304,6 +305,7 @@ def _run(
             "kept_layers": keep,
             "layer_choice": layer_choice,
             "given": str(given.resolve()) if given else None,
+            "pruned": pruned_from(given) if given else None,
             "num_parameters": sum(p.numel() for p in student.parameters()),
         },
         "data": {

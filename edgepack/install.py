@@ -221,7 +221,7 @@ def keep_installable(profile, p, picked, forced, cache, resolutions, say) -> lis
 
     kept = [c for c in picked if installs(c)]
     if len(kept) < len(picked) and not forced:
-        rest = [c for c in p.candidates if c.feasible and not c.student_layers]
+        rest = [c for c in p.candidates if c.feasible and not c.is_student]
         rest = [c for c in rest if c not in picked and installs(c)]
         kept += rest[: len(picked) - len(kept)]
     if not kept or (forced and len(kept) < len(picked)):

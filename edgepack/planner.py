@@ -1,6 +1,7 @@
 """The planner: a pure function (ModelFacts, Profile) -> Plan. No I/O, no backend imports.
 
-Candidates are student size x format x precision. For each one the planner predicts memory
+Candidates are student (the model itself, depth and width students: edgepack.students) x format
+x precision. For each one the planner predicts memory
 (weights with their quantization scales and what stays unquantized, the KV cache at the target's
 context, runtime overhead), disk, decode speed (memory bandwidth / bytes read per token, capped by
 compute), first-token latency (prefill compute for a 128-token prompt) and quality (a prior until
@@ -19,12 +20,12 @@ from .model import ModelFacts
 from .prediction import PROMPT_TOKENS, Prediction, predict
 from .profiles import Profile
 from .ranking import rank_key
+from .students import DEPTH_FRACTIONS, Student, students
 
 __all__ = ["Candidate", "Plan", "Prediction", "plan", "predict", "student_sizes"]
 
 SCHEMA_VERSION = 1
 GB = 1e9
-STUDENT_FRACTIONS = (0.75, 0.5, 0.25)
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,20 @@ class Candidate:
     rank: int | None = None
     kv_cache: str | None = None  # a smaller KV-cache type than the runtime's default
     cpu_moe_layers: int | None = None  # on a GPU: the first N layers' experts in host RAM
+    pruned_mlp: float | None = None  # a width student: the share of MLP channels removed
+
+    @property
+    def student(self) -> Student:
+        return Student(self.student_layers, self.pruned_mlp)
+
+    @property
+    def is_student(self) -> bool:
+        """Whether it needs a student made first (distilled, or pruned and healed)."""
+        return self.student.kind is not None
 
     @property
     def label(self) -> str:
-        student = f", {self.student_layers}-layer student" if self.student_layers else ""
+        student = f", {self.student.describe()}" if self.is_student else ""
         kv = f", KV cache {self.kv_cache}" if self.kv_cache else ""
         moe = ""
         if self.cpu_moe_layers:
@@ -100,8 +111,9 @@ class Plan:
 
 
 def student_sizes(num_layers: int) -> list[int | None]:
+    """The depth students' layer counts (None: all layers)."""
     sizes: list[int | None] = [None]
-    for fraction in STUDENT_FRACTIONS:
+    for fraction in DEPTH_FRACTIONS:
         layers = max(1, int(num_layers * fraction + 0.5))
         if layers < num_layers and layers not in sizes:
             sizes.append(layers)
@@ -116,17 +128,16 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         raise UnsupportedModelError(
             f"no format supports {facts.architecture} ({facts.model_type}): {reasons}"
         )
-    students = student_sizes(facts.num_layers) if facts.kind == "decoder" else [None]
     candidates = [
-        _evaluate(facts, profile, fmt, precision, layers, calibration)
-        for layers in students
+        _evaluate(facts, profile, fmt, precision, s.layers, calibration, pruned_mlp=s.pruned_mlp)
+        for s in students(facts)
         for fmt in FORMATS.values()
         if fmt.name in facts.formats
         for precision in fmt.precisions
     ]
     candidates += _smaller_kv_caches(facts, profile, candidates, calibration)
     candidates += _experts_in_host_ram(facts, profile, candidates)
-    undistilled = [c for c in candidates if c.feasible and c.student_layers is None]
+    undistilled = [c for c in candidates if c.feasible and not c.is_student]
     pool = undistilled or [c for c in candidates if c.feasible]
     feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile, pool))
     ranked = [_with_rank(c, i + 1) for i, c in enumerate(feasible)]
@@ -161,16 +172,31 @@ def _smaller_kv_caches(facts, profile, candidates, calibration) -> list[Candidat
     """A candidate that misses only memory, with a smaller KV-cache type where its runtime
     offers one and that type makes it fit. Chosen only when needed: on small models it saves
     a few MB and can flip near-tied predictions; its effect at the target's context is
-    measured by the build (edgepack.kvcache)."""
+    measured by the build (edgepack.kvcache). A student that then misses only its quality
+    prior is kept too, rejected, so that the plan can say it would fit."""
     extra = []
     for c in candidates:
-        if c.feasible or not set(c.violations) <= {"memory", "vram"}:
+        misses = set(c.violations)
+        if c.feasible or not misses & {"memory", "vram"}:
+            continue
+        if not misses - {"quality"} <= {"memory", "vram"} or (
+            "quality" in misses and not c.is_student
+        ):
             continue
         fmt = FORMATS[c.format]
         for kv, _ in RUNTIMES[fmt.runtime].kv_options:
             precision = fmt.precision(c.precision)
-            cand = _evaluate(facts, profile, fmt, precision, c.student_layers, calibration, kv)
-            if cand.feasible:
+            cand = _evaluate(
+                facts,
+                profile,
+                fmt,
+                precision,
+                c.student_layers,
+                calibration,
+                kv,
+                pruned_mlp=c.pruned_mlp,
+            )
+            if cand.feasible or (c.is_student and set(cand.violations) == {"quality"}):
                 extra.append(cand)
     return extra
 
@@ -231,7 +257,7 @@ def _rank_key(profile: Profile, pool: list[Candidate]):
             best_quality,
             profile.quality_tolerance,
             profile.runtimes.prefer.index(c.runtime),
-            distilled=c.student_layers is not None,
+            distilled=c.is_student,
             best_memory=best_memory,
             best_speed=best_speed,
         )
@@ -248,13 +274,14 @@ def _evaluate(
     calibration: dict | None = None,
     kv: str | None = None,
     cpu_moe: int | None = None,
+    pruned_mlp: float | None = None,
 ) -> Candidate:
     runtime = RUNTIMES[fmt.runtime]
     gpu = profile.gpu
     on_gpu = gpu is not None and "gpu" in precision.devices and runtime.gpu_overhead_bytes > 0
     budget = profile.budget
     efficiency = None if on_gpu else (calibration or {}).get((fmt.runtime, precision.name))
-    p = predict(facts, profile, fmt, precision, layers, on_gpu, efficiency, kv, cpu_moe)
+    p = predict(facts, profile, fmt, precision, layers, on_gpu, efficiency, kv, cpu_moe, pruned_mlp)
     found: list[tuple[str, str]] = []  # (violation code, reason)
 
     def miss(code: str, text: str) -> None:
@@ -306,6 +333,7 @@ def _evaluate(
         predicted=p,
         kv_cache=kv,
         cpu_moe_layers=cpu_moe or None,
+        pruned_mlp=pruned_mlp,
     )
 
 
@@ -328,20 +356,30 @@ def _needs(facts: ModelFacts, profile: Profile, candidates: list[Candidate]) -> 
     budget_key = "accelerator_memory_gb" if smallest.device == "gpu" else "memory_gb"
     student = _largest_student_that_fits(facts, profile)
     hint = f"{budget_key} >= {memory_gb:g} ({smallest.label})"
-    if student:
+    binding = sorted({v for v in smallest.violations if v not in MEMORY_CODES})
+    if binding:
+        hint += f", which also misses: {', '.join(binding)}"
+    under_floor = [c for c in candidates if c.is_student and set(c.violations) == {"quality"}]
+    if under_floor:  # a student fits every budget but the floor, on its prior
+        best = max(under_floor, key=lambda c: c.predicted.quality)
+        hint += (
+            f", or a student: {best.label} fits, but its quality prior "
+            f"{best.predicted.quality:.3f} after a short distillation is under the floor "
+            f"{profile.budget.min_quality:g} (a longer distillation on more text may raise it; "
+            "`edgepack distill` measures it)"
+        )
+    elif student:
         hint += (
             f", or a student of at most {student} layers, which fits {budget_key} "
             f"{getattr(profile.budget, budget_key):g} (quality to be measured after distillation)"
         )
-    binding = sorted({v for v in smallest.violations if v not in MEMORY_CODES})
-    if binding:
-        hint += f"; that candidate also misses: {', '.join(binding)}"
     return {
         budget_key: memory_gb,
         "candidate": {
             "format": smallest.format,
             "precision": smallest.precision,
             "student_layers": smallest.student_layers,
+            "pruned_mlp": smallest.pruned_mlp,
         },
         "student_layers": student,
         "message": f"nothing fits {profile.name}: it would need {hint}",

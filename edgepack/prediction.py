@@ -15,6 +15,7 @@ from .hardware import cpu_peak_ops, gpu_peak_ops
 from .memory import kv_cache_bytes, resident, stored_weights
 from .model import ModelFacts
 from .profiles import Profile
+from .students import Student, pruned_facts, student_loss
 
 GB = 1e9
 PROMPT_TOKENS = 128  # first-token latency is budgeted for a prompt of this length
@@ -26,11 +27,6 @@ GPU_COMPUTE_EFFICIENCY = 0.3
 # H100 (FACTS.md), 1.97 ms a token where reading its weights takes 0.05 ms: ~64 us per layer.
 GPU_LAYER_OVERHEAD_S = 64e-6
 
-# Prior relative perplexity increase of a distilled student keeping this share of a 7B model's
-# layers: depth-pruned + distilled 7B students (Minitron, Sheared-LLaMA) keep ~0.9 retention at
-# half depth. Scaled for smaller models as sqrt of the quantization size factor: this reproduces
-# FACTS.md's 135M measurements (half depth: 0.84 retention; quarter depth: 0.51).
-STUDENT_LOSS_7B = ((0.25, 0.33), (0.5, 0.09), (0.75, 0.04), (1.0, 0.0))
 # A mixture-of-experts model reads only the experts each token is routed to, but which ones
 # changes from token to token: the runtime cannot stream ahead across them. Each expert matrix
 # is still contiguous (Qwen3-30B-A3B: 1.6M weights, ~0.9 MB at 4.5 bpw), so the reads stay
@@ -77,11 +73,16 @@ def predict(
     efficiency: tuple[float, float] | None = None,
     kv: str | None = None,
     cpu_moe: int | None = None,
+    pruned_mlp: float | None = None,
 ) -> Prediction:
     """efficiency: (bandwidth, compute) shares measured for this runtime and precision on a
     CPU, instead of the priors; kv: one of the runtime's smaller KV-cache types; cpu_moe: on a
-    GPU, the experts of this many of the first layers stay in host RAM."""
+    GPU, the experts of this many of the first layers stay in host RAM; layers or pruned_mlp:
+    a depth or width student of the model (edgepack.students)."""
     runtime = RUNTIMES[fmt.runtime]
+    teacher, student = facts, Student(layers, pruned_mlp)
+    if pruned_mlp is not None:
+        facts = pruned_facts(facts, pruned_mlp)
     kept = layers or facts.num_layers
     stored = stored_weights(facts, precision, layers, fmt.runtime)
     layer_params = stored.layer_parameters
@@ -163,8 +164,7 @@ def predict(
         size = max(math.sqrt(parameters * (parameters - idle)), 1)
     quant_factor = min(10.0, max(0.5, math.sqrt(7e9 / size)))
     quant_loss = precision.loss_7b * quant_factor
-    student_loss = _student_loss(kept / facts.num_layers) * math.sqrt(quant_factor)
-    quality = 1.0 / ((1 + quant_loss) * (1 + student_loss))
+    quality = 1.0 / ((1 + quant_loss) * (1 + student_loss(teacher, student)))
 
     return Prediction(
         memory_bytes=held.total_bytes,
@@ -187,11 +187,3 @@ def predict(
         token_overhead_s=token_overhead,
         host_arithmetic=held.host_arithmetic,
     )
-
-
-def _student_loss(fraction: float) -> float:
-    points = ((0.0, 3.0), *STUDENT_LOSS_7B)
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
-        if fraction <= x1:
-            return y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)
-    return 0.0

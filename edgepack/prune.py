@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 
 from .errors import EdgepackError, UnsupportedModelError
+from .student_report import PRUNE_REPORT
+from .students import PRUNABLE
 
-REPORT_FILE = "prune_report.json"
+REPORT_FILE = PRUNE_REPORT
 SCHEMA_VERSION = 1
-# model types whose decoder layers have separate gate/up/down and q/k/v/o projections
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma2", "gemma")
+SUPPORTED = PRUNABLE  # decoder layers with separate gate/up/down and q/k/v/o projections
 DEFAULT_RATIO = 0.25
 CALIBRATION_SAMPLES, CALIBRATION_TOKENS = 32, 256
 # weights, config, and reports of what the source was made from (a distilled student's

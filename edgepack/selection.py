@@ -140,11 +140,11 @@ def select(
     if not format_name and not precision_name:
         if p.chosen is None:
             raise PlanError(p.needs["message"], plan=p)
-        ranked = [c for c in p.candidates if c.feasible and not c.student_layers]
+        ranked = [c for c in p.candidates if c.feasible and not c.is_student]
         if not ranked:
             raise PlanError(
                 f"the distilled student does not fit {p.target}: its plan needs a "
-                f"{p.chosen.student_layers}-layer student of it; relax the target's budgets",
+                f"{p.chosen.student.describe()} of it; relax the target's budgets",
                 plan=p,
             )
         return ranked[:k], False
@@ -160,7 +160,7 @@ def select(
         raise EdgepackError(f"unknown format {format_name!r}; formats: {', '.join(FORMATS)}")
     matches = []
     for c in p.candidates:
-        if c.student_layers is not None or (format_name and c.format != format_name):
+        if c.is_student or (format_name and c.format != format_name):
             continue
         fmt_precision = FORMATS[c.format].precision(c.precision)
         if names and not names & {fmt_precision.name, fmt_precision.alias}:
@@ -262,7 +262,7 @@ def mixed_fallback(
             for m in p.candidates
             if m.format == c.format
             and m.precision == mixed
-            and m.student_layers == c.student_layers
+            and m.student == c.student
             and m.device == c.device
             and not set(m.violations) - {"quality"}
         ),
@@ -281,7 +281,7 @@ def gate_message(profile: Profile, p: Plan, trials: list[Trial]) -> str:
     better = [
         c
         for c in p.candidates
-        if c.student_layers == candidate.student_layers
+        if c.student == candidate.student
         and (c.format, c.precision) not in tried
         and c.predicted.quality > predicted
         and not set(c.violations) - {"quality"}

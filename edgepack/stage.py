@@ -148,6 +148,7 @@ def _distillation(source) -> dict:
     return {
         "teacher": str(source.teacher),
         "student_layers": source.student_layers,
+        "student": source.student,
         "report": {k: report.get(k) for k in ("teacher", "student", "training", "evaluation")},
     }
 
@@ -196,7 +197,8 @@ def _source(model_dir: Path, facts: ModelFacts) -> dict:
 
 def _readme(manifest: dict) -> str:
     plan, target, runtime = manifest["plan"], manifest["target"], manifest["runtime"]
-    student = f", {plan['student_layers']}-layer student" if plan["student_layers"] else ""
+    made = (manifest.get("distillation") or {}).get("student")
+    student = f", a {made} of {model_name(manifest['distillation']['teacher'])}" if made else ""
     if plan.get("cpu_moe_layers"):
         student += f", experts of {plan['cpu_moe_layers']} layers in host RAM"
     settings = ", ".join(f"{k} {v}" for k, v in (runtime.get("settings") or {}).items())

@@ -9,21 +9,33 @@ import shlex
 from pathlib import Path
 
 REPORT_FILE = "distill_report.json"
+PRUNE_REPORT = "prune_report.json"  # edgepack.prune's REPORT_FILE
 
 
 def command_line(teacher_dir: Path, layers: int, out: Path, student: Path | None = None) -> str:
     """The `edgepack distill` command that makes a student of `layers` layers into out (or
     trains the given student)."""
+    teacher = [] if _is_default(teacher_dir) else ["--teacher", str(teacher_dir)]
+    which = ["--student", str(student)] if student else ["--layers", str(layers)]
+    return shlex.join(["edgepack", "distill", *teacher, *which, "--out", str(out)])
+
+
+def prune_command_lines(model_dir: Path, ratio: float, pruned: Path, out: Path) -> str:
+    """The two commands that make a width student: prune model_dir, heal it from model_dir."""
+    model = [] if _is_default(model_dir) else ["--model", str(model_dir)]
+    prune = shlex.join(["edgepack", "prune", *model, "--ratio", f"{ratio:g}", "--out", str(pruned)])
+    return f"{prune} && {command_line(model_dir, 0, out, student=pruned)}"
+
+
+def _is_default(model_dir: Path) -> bool:
+    """Whether model_dir is the embedded default model (commands then leave it out)."""
     from .cache import cache_root
     from .demo import MODEL_NAME
 
-    teacher_dir = Path(teacher_dir)
-    default = teacher_dir.name.startswith(MODEL_NAME) and (
-        teacher_dir.resolve().parent == (cache_root() / "models").resolve()
+    model_dir = Path(model_dir)
+    return model_dir.name.startswith(MODEL_NAME) and (
+        model_dir.resolve().parent == (cache_root() / "models").resolve()
     )
-    teacher = [] if default else ["--teacher", str(teacher_dir)]
-    which = ["--student", str(student)] if student else ["--layers", str(layers)]
-    return shlex.join(["edgepack", "distill", *teacher, *which, "--out", str(out)])
 
 
 def read_report(model_dir: Path) -> dict | None:
@@ -36,9 +48,40 @@ def read_report(model_dir: Path) -> dict | None:
 
 
 def student_layers_from(model_dir: Path) -> int | None:
-    """The layer count of a student made by `edgepack distill`, None if model_dir is not one."""
-    layers = ((read_report(model_dir) or {}).get("student") or {}).get("num_layers")
-    return layers if isinstance(layers, int) else None
+    """The layer count of a depth student made by `edgepack distill` (a subset of its teacher's
+    layers), None if model_dir is not one."""
+    student = (read_report(model_dir) or {}).get("student") or {}
+    layers = student.get("num_layers")
+    return layers if isinstance(layers, int) and not student.get("given") else None
+
+
+def pruned_from(model_dir: Path) -> dict | None:
+    """What `edgepack prune` removed to make model_dir (from its prune_report.json), or None."""
+    try:
+        report = json.loads((Path(model_dir) / PRUNE_REPORT).read_text(encoding="utf-8"))
+        return {
+            "ratio": report["ratio"],
+            "intermediate_size": report["intermediate_size"],
+            "kv_groups": report["kv_groups"],
+            "parameters": report["parameters"],
+            "calibration": report["calibration"],
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def student_text(model_dir: Path) -> str | None:
+    """What kind of student model_dir is, in words, or None if it is not one."""
+    student = (read_report(model_dir) or {}).get("student")
+    if not isinstance(student, dict):
+        return None
+    pruned = student.get("pruned") or {}
+    if isinstance(pruned.get("ratio"), (int, float)):
+        return f"student with {pruned['ratio']:.0%} of its MLP channels pruned"
+    if student.get("given"):
+        return "healed student"
+    layers = student.get("num_layers")
+    return f"{layers}-layer student" if isinstance(layers, int) else "student"
 
 
 def teacher_of(model_dir: Path) -> Path | None:

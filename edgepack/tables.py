@@ -91,6 +91,11 @@ def facts_text(f: ModelFacts) -> str:
     return "\n".join(f"{k:<22}{v}" for k, v in lines)
 
 
+def _student_cell(c: Candidate) -> str:
+    """The plan table's student column: layers kept, or w25 for 25 % of the MLP pruned."""
+    return c.student.slug if c.is_student else "-"
+
+
 def _row(c: Candidate, verdict: str) -> list[str]:
     p = c.predicted
     decode = f"{p.decode_tokens_per_s:,.1f}" if p.decode_tokens_per_s is not None else "-"
@@ -99,7 +104,7 @@ def _row(c: Candidate, verdict: str) -> list[str]:
         c.format,
         c.precision,
         str(c.bits),
-        str(c.student_layers or "-"),
+        _student_cell(c),
         c.device + ("+cpu" if c.cpu_moe_layers else ""),  # experts in host RAM beside a GPU
         f"{p.memory_bytes / GB:.2f}",
         f"{p.disk_bytes / GB:.2f}",
@@ -173,7 +178,7 @@ def check_text(report: dict) -> str:
 def build_text(results) -> str:
     lines = []
     for r in results:
-        student = f", {r.student_layers}-layer student" if r.student_layers else ""
+        student = f", {r.student}" if r.student else ""
         lines.append(f"bundle  {r.path}  ({r.format} {r.precision}{student} for {r.target})")
         lines.append(f"        {r.tarball}")
         rows = [_candidate_row(c) for c in r.candidates_measured]

@@ -26,7 +26,7 @@ def candidate(target, fmt="gguf", precision="q8_0"):
     return facts, next(
         c
         for c in p.candidates
-        if (c.format, c.precision, c.student_layers) == (fmt, precision, None)
+        if (c.format, c.precision, c.is_student) == (fmt, precision, False)
     )
 
 
@@ -79,8 +79,8 @@ def test_the_store_round_trips_per_host(tmp_path):
     facts = inspect_model(config_dir("smollm2-135m"))
     prior = plan(facts, load_profile("xeon"))
     calibrated = plan(facts, load_profile("xeon"), stored(tmp_path, HOST))
-    pick = {(c.format, c.precision, c.student_layers): c for c in calibrated.candidates}
-    q8 = pick[("gguf", "q8_0", None)]
+    pick = {(c.format, c.precision, c.is_student): c for c in calibrated.candidates}
+    q8 = pick[("gguf", "q8_0", False)]
     assert q8.predicted.bandwidth_efficiency == 0.5
     assert calibrated.notes and "llama.cpp q8_0" in calibrated.notes[0]
     assert not prior.notes

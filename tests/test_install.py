@@ -74,7 +74,7 @@ def test_pips_failure_is_one_line_naming_the_newest_with_a_wheel():
 def test_a_runtime_that_does_not_install_gives_way_to_the_next(tmp_path):
     profile = load_profile("xeon")
     p = plan(inspect_model(config_dir("smollm2-135m")), profile)
-    ranked = [c for c in p.candidates if c.feasible and not c.student_layers]
+    ranked = [c for c in p.candidates if c.feasible and not c.is_student]
     first = ranked[0]
     error = InstallError(f"{first.runtime} does not install on xeon: no wheel")
     others = {c.runtime for c in ranked} - {first.runtime}

@@ -27,7 +27,7 @@ def test_a_long_context_that_misses_memory_fits_with_a_q8_0_kv_cache():
     p = plan(SMOLLM, laptop(context_tokens=32768, memory_gb=0.75))
     by = {}
     for c in p.candidates:
-        if c.format == "gguf" and c.student_layers is None:
+        if c.format == "gguf" and not c.is_student:
             by[(c.precision, c.kv_cache)] = c
     default, small = by[("q8_0", None)], by[("q8_0", "q8_0")]
     assert not default.feasible and default.violations == ("memory",)
