@@ -134,7 +134,7 @@ def inspect(model, allow_pickle, trust_remote_code, as_json):
 )
 @_json_option
 def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):
-    """Choose student size x format x precision for a target, with the arithmetic shown."""
+    """Choose student x format x precision for a target, with the arithmetic shown."""
     from .planner import plan as make_plan
     from .profiles import load_profile
     from .tables import plan_text

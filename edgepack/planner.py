@@ -20,7 +20,7 @@ from .model import ModelFacts
 from .prediction import PROMPT_TOKENS, Prediction, predict
 from .profiles import Profile
 from .ranking import rank_key
-from .students import DEPTH_FRACTIONS, Student, students
+from .students import DEPTH_FRACTIONS, STUDENT_NOTE, Student, students
 
 __all__ = ["Candidate", "Plan", "Prediction", "plan", "predict", "student_sizes"]
 
@@ -146,6 +146,8 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
     if calibration:
         rows = ", ".join(f"{r} {p}" for r, p in sorted(calibration))
         notes.append(f"decode and first token use efficiencies measured on this host: {rows}")
+    if any(c.is_student for c in candidates):
+        notes.append(STUDENT_NOTE)
     if facts.kind == "encoder":
         notes.append(
             "encoder: no KV cache and no decode budget; first_token_ms is one forward pass"

@@ -38,6 +38,10 @@ MEASURED = {
     "width": ((0.8126, 0.611), (0.6252, 0.255)),
 }
 HEAL_TOKENS = 40 * 4 * 256
+STUDENT_NOTE = (
+    "students' quality priors: retention measured on the default model after a heal of "
+    f"{HEAL_TOKENS:,} tokens (edgepack.students), scaled to this model's size"
+)
 SIZE_EXPONENT = 0.25  # loss x (measured size / size) ** 0.25: half of the quantization rule's 0.5
 NO_BLOCKS_LOSS = 50.0  # a model with no blocks left: an embedding lookup, retention ~0.02
 

@@ -1,4 +1,8 @@
-"""Targets whose plan needs a distilled student: build stops naming the command, or distils."""
+"""Targets whose plan needs a student: build stops naming the commands, or makes the student.
+
+On a memory budget (0.2 GB) the default model meets only as a student, ranked by quality the
+plan takes a width student (a quarter of its MLP channels pruned, then healed); ranked by
+size, the smallest: an 8-layer depth student."""
 
 import json
 import re
@@ -10,39 +14,58 @@ from tests.conftest import PROFILES, run_cli
 
 pytestmark = pytest.mark.integration
 
+NAME = "SmolLM2-135M-Instruct"
 
-def tight_profile(tmp_path, floor: float) -> Path:
-    """edge-4gb with a memory budget no more than a 23-layer student of the default model meets
-    (with the q8_0 KV cache),
-    ranked by quality (the largest student that fits), whatever the floor."""
-    text = (PROFILES / "edge-4gb.toml").read_text().replace('name = "edge-4gb"', 'name = "tiny"')
+
+def tight_profile(tmp_path, name: str, floor: float, objective: str = "quality") -> Path:
+    """edge-4gb with a memory budget no more than a student of the default model meets."""
+    text = (PROFILES / "edge-4gb.toml").read_text().replace('name = "edge-4gb"', f'name = "{name}"')
     text = re.sub(r"^memory_gb = [^#\n]*", "memory_gb = 0.2 ", text, flags=re.M)
-    text = re.sub(r'^objective = "[a-z]*"', 'objective = "quality"', text, flags=re.M)
+    text = re.sub(r'^objective = "[a-z]*"', f'objective = "{objective}"', text, flags=re.M)
     text = re.sub(r"^min_quality = [^#\n]*", f"min_quality = {floor} ", text, flags=re.M)
-    path = tmp_path / "tiny.toml"
+    path = tmp_path / f"{name}.toml"
     path.write_text(text)
     return path
 
 
-def test_plan_needing_a_student_stops_with_the_distill_command(tmp_path):
+def test_plan_needing_a_student_stops_with_the_commands_that_make_it(tmp_path):
     out = tmp_path / "out"
-    result = run_cli("build", "--target", str(tight_profile(tmp_path, 0.85)), "--out", str(out))
+    width = tight_profile(tmp_path, "tiny", 0.3)
+    result = run_cli("build", "--target", str(width), "--out", str(out))
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
-    assert "tiny needs a distilled 23-layer student" in line
-    command = "edgepack distill --layers 23 --out students/SmolLM2-135M-Instruct-23L"
-    assert f"`{command}`" in line and "--allow-distill" in line
+    assert (
+        "tiny needs a student with 25% of its MLP channels pruned, healed by distillation" in line
+    )
+    prune = f"edgepack prune --ratio 0.25 --out pruned/{NAME}-w25"
+    heal = f"edgepack distill --student pruned/{NAME}-w25 --out students/{NAME}-w25"
+    assert f"`{prune} && {heal}`" in line and "--allow-distill" in line
+    depth = tight_profile(tmp_path, "small", 0.01, "size")
+    result = run_cli("build", "--target", str(depth), "--out", str(out))
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert "small needs a distilled 8-layer student" in line
+    assert f"`edgepack distill --layers 8 --out students/{NAME}-8L`" in line
+    # a floor no student's prior meets: nothing fits, and the plan says what would
+    result = run_cli(
+        "build", "--target", str(tight_profile(tmp_path, "x", 0.85)), "--out", str(out)
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "fits, but its quality prior 0.6" in result.stderr
     assert not out.exists()
 
 
-def test_allow_distill_builds_the_student_judged_against_the_teacher(tmp_path):
-    # two steps do not make a student (its perplexity on WikiText-2 is thousands of times the
+def test_allow_distill_makes_both_kinds_of_student_judged_against_the_teacher(tmp_path):
+    # two steps do not make a student (its perplexity on WikiText-2 is many times the
     # teacher's): the floor is all but zero, the figures are what matter
     out = tmp_path / "out"
+    targets = [
+        tight_profile(tmp_path, "tiny", 1e-6),
+        tight_profile(tmp_path, "small", 1e-6, "size"),
+    ]
     result = run_cli(
         "build",
-        "--target",
-        str(tight_profile(tmp_path, 1e-6)),
+        *[arg for t in targets for arg in ("--target", str(t))],
         "--eval-tokens",
         "512",
         "--allow-distill",
@@ -56,15 +79,29 @@ def test_allow_distill_builds_the_student_judged_against_the_teacher(tmp_path):
         "--json",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (bundle,) = json.loads(result.stdout)["bundles"]
-    assert bundle["student_layers"] == 23
-    assert Path(bundle["path"]).name == "SmolLM2-135M-Instruct-23L-tiny"
-    manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
-    assert manifest["distillation"]["student_layers"] == 23
-    assert Path(manifest["distillation"]["teacher"]).name.startswith("SmolLM2-135M-Instruct")
-    assert manifest["source_model"]["num_parameters"] < 120_000_000  # the student's, not 134M
-    quality = manifest["quality"]
-    assert quality["judged_against"] == "teacher"
-    # the teacher's perplexity on the evaluation text, not the student's own fp32
-    assert quality["reference_perplexity"] < quality["perplexity"]
-    assert 0 < quality["retention"] < 1
+    width, depth = json.loads(result.stdout)["bundles"]
+    assert width["student"] == "student with 25% of its MLP channels pruned"
+    assert width["student_layers"] is None
+    assert Path(width["path"]).name == f"{NAME}-w25-tiny"
+    assert depth["student_layers"] == 8 and depth["student"] == "8-layer student"
+    assert Path(depth["path"]).name == f"{NAME}-8L-small"
+    for bundle, parameters in ((width, 114_608_448), (depth, 56_632_896)):
+        manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
+        distillation = manifest["distillation"]
+        assert Path(distillation["teacher"]).name.startswith(NAME)
+        assert manifest["source_model"]["num_parameters"] == parameters  # the student's
+        quality = manifest["quality"]
+        assert quality["judged_against"] == "teacher"
+        # the teacher's perplexity on the evaluation text, not the student's own fp32
+        assert quality["reference_perplexity"] < quality["perplexity"]
+        assert 0 < quality["retention"] < 1
+        readme = (Path(bundle["path"]) / "README.md").read_text()
+        assert f"{bundle['student']} of {NAME}" in readme
+    pruned = json.loads((Path(width["path"]) / "manifest.json").read_text())["distillation"]
+    assert pruned["student_layers"] is None
+    report = pruned["report"]["student"]["pruned"]
+    assert report["ratio"] == 0.25 and report["intermediate_size"] == {
+        "before": 1536,
+        "after": 1152,
+    }
+    assert report["parameters"]["after"] == 114_608_448

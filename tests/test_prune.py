@@ -87,6 +87,9 @@ def test_prune_heal_build_passes_its_check(tiny, tmp_path):
     report = json.loads(r.stdout)
     assert report["student"]["given"] == str(pruned.resolve())
     assert report["student"]["kept_layers"] is None and "--student" in report["command"]
+    # what pruning removed travels with the healed student
+    assert report["student"]["pruned"]["ratio"] == 0.25
+    assert report["student"]["pruned"]["intermediate_size"] == {"before": 128, "after": 96}
     assert json.loads((healed / "config.json").read_text())["intermediate_size"] == 96
     # the pruned model builds; the healed one would too, but 2 steps leave a random tiny
     # model's predictions too flat for validation's top-1 agreement at 8 bits
