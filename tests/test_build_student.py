@@ -28,12 +28,18 @@ def tight_profile(tmp_path, name: str, floor: float, objective: str = "quality")
     return path
 
 
-def test_plan_needing_a_student_stops_with_the_commands_that_make_it(tmp_path):
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_plan_needing_a_student_stops_with_the_commands_that_make_it(tmp_path, default_model):
     out = tmp_path / "out"
     width = tight_profile(tmp_path, "tiny", 0.3)
     result = run_cli("build", "--target", str(width), "--out", str(out))
     assert result.returncode == 2, result.stderr[-2000:]
-    (line,) = result.stderr.strip().splitlines()
+    line = one_line(result.stderr)
     assert (
         "tiny needs a student with 25% of its MLP channels pruned, healed by distillation" in line
     )
@@ -43,7 +49,7 @@ def test_plan_needing_a_student_stops_with_the_commands_that_make_it(tmp_path):
     depth = tight_profile(tmp_path, "small", 0.01, "size")
     result = run_cli("build", "--target", str(depth), "--out", str(out))
     assert result.returncode == 2, result.stderr[-2000:]
-    (line,) = result.stderr.strip().splitlines()
+    line = one_line(result.stderr)
     assert "small needs a distilled 8-layer student" in line
     assert f"`edgepack distill --layers 8 --out students/{NAME}-8L`" in line
     # a floor no student's prior meets: nothing fits, and the plan says what would
