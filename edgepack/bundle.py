@@ -295,7 +295,8 @@ def _check_listed(tarball: Path, members: list[tarfile.TarInfo], root: str, mani
             raise VerificationError(f"{tarball}: member {m.name} is not in the manifest")
         elif listed[m.name] is not None and m.size != listed[m.name]:
             raise VerificationError(
-                f"{tarball}: member {m.name} has {m.size} bytes, the manifest says {listed[m.name]}"
+                f"{tarball}: member {m.name} has {m.size} bytes, the manifest says "
+                f"{listed[m.name]}"
             )
     missing = sorted(set(listed) - {m.name for m in members if not m.isdir()})
     if missing:

@@ -50,6 +50,6 @@ def _cell(row: dict | None) -> str:
     retention = row.get("retention")
     kept = "-" if retention is None else f"{retention:.2f}"
     return (
-        f'<td>{row["accuracy"]:.3f} <span class="muted">(retention {kept}, agreement '
+        f"<td>{row['accuracy']:.3f} <span class=\"muted\">(retention {kept}, agreement "
         f"{row['agreement']:.2f})</span></td>"
     )

@@ -82,7 +82,9 @@ def _compute(model_dir: Path, tasks: TaskSet, trust: bool) -> TaskReference:
             with torch.inference_mode():
                 logits = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
             first = len(begin) + len(context) - 1
-            return [_summed(logits[i, first : first + len(c)], c) for i, c in enumerate(choices)]
+            return [
+                _summed(logits[i, first : first + len(c)], c) for i, c in enumerate(choices)
+            ]
 
         def generated(self, ids, n):
             with torch.inference_mode():

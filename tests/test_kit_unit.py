@@ -131,5 +131,5 @@ def test_check_py_reads_the_kits_keys():
 
     assert check_module().K is K or check_module().K.ALL == K.ALL
     source = (kit_dir() / "check.py").read_text()
-    for literal in ('"manifest_sha256"', 'manifest["', 'manifest.get("'):
+    for literal in ('"manifest_sha256"', 'manifest["', "manifest.get(\""):
         assert literal not in source, f"check.py spells a manifest key itself: {literal}"

@@ -10,11 +10,8 @@ from edgepack.kit import devicekit, load_runner
 
 pytestmark = pytest.mark.integration
 
-VARIANTS = [
-    ("gguf", "q8_0", "llama.cpp"),
-    ("openvino", "int8", "openvino"),
-    ("onnx", "int8", "onnxruntime"),
-]
+VARIANTS = [("gguf", "q8_0", "llama.cpp"), ("openvino", "int8", "openvino"),
+            ("onnx", "int8", "onnxruntime")]
 
 
 @pytest.mark.parametrize("fmt,precision,runtime", VARIANTS)
@@ -40,3 +37,4 @@ def test_runner_uses_every_allowed_core_and_keeps_no_state(
 def test_threads_can_be_set(default_model, exports):
     artifact = exports.get(default_model, "gguf", "q8_0")
     assert load_runner("llama.cpp", artifact.path, threads=1).threads == 1
+

@@ -84,39 +84,25 @@ TABLE = [
     ("size", 0.01, DEMO, "gguf q8_0"),
     ("speed", 0.01, DEMO, "gguf q8_0"),
     # outside the tolerance the better retention wins even at more memory
-    (
-        "quality",
-        0.01,
-        [("gguf q4_0", 0.90, 100, 90.0), ("gguf q8_0", 0.99, 267, 77.0)],
-        "gguf q8_0",
-    ),
-    ("size", 0.01, [("gguf q4_0", 0.90, 100, 90.0), ("gguf q8_0", 0.99, 267, 77.0)], "gguf q4_0"),
+    ("quality", 0.01, [("gguf q4_0", 0.90, 100, 90.0), ("gguf q8_0", 0.99, 267, 77.0)],
+     "gguf q8_0"),
+    ("size", 0.01, [("gguf q4_0", 0.90, 100, 90.0), ("gguf q8_0", 0.99, 267, 77.0)],
+     "gguf q4_0"),
     # same memory and speed: retention decides
-    ("speed", 0.0, [("gguf q6_k", 0.97, 200, 80.0), ("gguf q8_0", 0.99, 200, 80.0)], "gguf q8_0"),
+    ("speed", 0.0, [("gguf q6_k", 0.97, 200, 80.0), ("gguf q8_0", 0.99, 200, 80.0)],
+     "gguf q8_0"),
     # make demo for edge-4gb, measured: 2 MB of 235 is not worth 4 points of retention; of the
     # two within the quality tolerance, at speeds within the speed tolerance, the smaller
     ("size", 0.01, EDGE, "gguf q4_k_m"),
     ("size", 0.0, EDGE, "gguf q4_k_m"),
     # past the memory tolerance the smaller wins, whatever it loses within the floor
-    (
-        "size",
-        0.01,
-        [("gguf q4_0", 0.86, 220, 60.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
-        "gguf q4_0",
-    ),
+    ("size", 0.01, [("gguf q4_0", 0.86, 220, 60.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
+     "gguf q4_0"),
     # speeds within the speed tolerance are equal for the speed objective: retention decides
-    (
-        "speed",
-        0.01,
-        [("gguf q4_0", 0.86, 220, 64.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
-        "gguf q4_k_m",
-    ),
-    (
-        "speed",
-        0.01,
-        [("gguf q4_0", 0.86, 220, 70.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
-        "gguf q4_0",
-    ),
+    ("speed", 0.01, [("gguf q4_0", 0.86, 220, 64.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
+     "gguf q4_k_m"),
+    ("speed", 0.01, [("gguf q4_0", 0.86, 220, 70.0), ("gguf q4_k_m", 0.963, 235, 60.3)],
+     "gguf q4_0"),
 ]
 
 
@@ -243,11 +229,8 @@ def test_a_target_judging_task_accuracy_gates_on_its_lower_bound():
     assert judged.retention == 0.97 and judged.retention_low == 0.80
     reasons = gate(profile(floor=0.85), judged)
     assert any(
-        r.startswith(
-            "task accuracy retention 0.9700 (95 % interval 0.8000-1.0000 over 100 "
-            "items of the built-in tasks)"
-        )
-        for r in reasons
+        r.startswith("task accuracy retention 0.9700 (95 % interval 0.8000-1.0000 over 100 "
+                     "items of the built-in tasks)") for r in reasons
     ), reasons
     judged.reasons.clear()
     judged.metric = "perplexity"  # the same trial judged by perplexity passes

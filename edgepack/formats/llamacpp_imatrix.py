@@ -76,6 +76,7 @@ def main(gguf_path: str, samples_path: str, out_path: str) -> None:
             and lib.ggml_nelements(addr) == int(np.prod([t.ne[i] for i in range(MAX_DIMS)]))
         )
 
+
     def collect(ptr, ask, user_data):
         try:
             if state["error"]:
@@ -104,15 +105,11 @@ def main(gguf_path: str, samples_path: str, out_path: str) -> None:
             size = lib.ggml_nbytes(x_addr)
             buf = (ctypes.c_char * size)()
             lib.ggml_backend_tensor_get(x_addr, buf, 0, size)
-            rows = (
-                np.lib.stride_tricks.as_strided(
-                    np.frombuffer(buf, np.float32),
-                    shape=tuple(x.ne[i] for i in reversed(range(MAX_DIMS))),
-                    strides=tuple(x.nb[i] for i in reversed(range(MAX_DIMS))),
-                )
-                .reshape(-1, x.ne[0])
-                .astype(np.float64)
-            )
+            rows = np.lib.stride_tricks.as_strided(
+                np.frombuffer(buf, np.float32),
+                shape=tuple(x.ne[i] for i in reversed(range(MAX_DIMS))),
+                strides=tuple(x.nb[i] for i in reversed(range(MAX_DIMS))),
+            ).reshape(-1, x.ne[0]).astype(np.float64)
             sums[name] = sums.get(name, 0.0) + (rows * rows).sum(0)
             counts[name] = counts.get(name, 0) + rows.shape[0]
             return True

@@ -32,7 +32,6 @@ def main(argv: list[str]) -> int:
         params.tt_overrides = arr
     if options.get("imatrix"):
         import numpy as np
-
         with np.load(options["imatrix"]) as data:
             names = sorted(k for k in data.files if not k.startswith("__"))
             arr = (llama_cpp.llama_model_imatrix_data * (len(names) + 1))()
