@@ -75,13 +75,15 @@ def validate(runner, ref: Reference, bits: int) -> dict:
             confident += int(mask.sum())
             if diff > tol:
                 problems.append(f"logits of a {len(ids)}-token input differ by {diff:.4f} > {tol}")
-        top1 = agree / max(confident, 1)
+        # no confident position (a flat, random model): the logits' tolerance alone judges
+        top1 = agree / confident if confident else None
         figures |= {
             "logits_max_abs_diff": round(worst, 5),
             "logits_tolerance": tol,
-            "top1_agreement_confident": round(top1, 4),
+            "top1_agreement_confident": round(top1, 4) if top1 is not None else None,
+            "confident_positions": confident,
         }
-        if top1 < FLOAT_TOP1_FLOOR:
+        if top1 is not None and top1 < FLOAT_TOP1_FLOOR:
             problems.append(f"top-1 agreement {top1:.3f} < {FLOAT_TOP1_FLOOR} where confident")
     else:
         floor = AGREEMENT_FLOOR[min(AGREEMENT_FLOOR, key=lambda b: abs(b - bits))]

@@ -113,3 +113,33 @@ def test_a_given_student_must_share_the_vocabulary(tmp_path, tiny):
     r = run_cli("distill", "--teacher", str(tiny), "--student", str(other),
                 "--out", str(tmp_path / "o"))  # fmt: skip
     assert r.returncode == 2 and "share its teacher's tokenizer" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def without_a_group(tiny, tmp_path_factory):
+    """The tiny Llama with a quarter of its MLP channels and one of its two key/value groups
+    cut: its head_dim (16) is no longer hidden_size / num_attention_heads (64 / 2)."""
+    out = tmp_path_factory.mktemp("pruned-kv") / "pruned"
+    r = run_cli("prune", "--model", str(tiny), "--out", str(out), "--ratio", "0.25",
+                "--kv-groups", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "fmt, precision",
+    [("gguf", "f16"), ("openvino", "fp16"), ("onnx", "fp32"), ("onnx-genai", "fp32")],
+)
+def test_every_exporter_takes_a_model_with_a_group_pruned(
+    without_a_group, tmp_path, fmt, precision
+):
+    out = tmp_path / "bundles"
+    r = run_cli("build", "--model", str(without_a_group), "--target", "edge-4gb", "--format", fmt,
+                "--precision", precision, "--candidates", "1", "--eval-tokens", "256",
+                "--no-resolve", "--out", str(out), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    (bundle,) = json.loads(r.stdout)["bundles"]
+    manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
+    assert manifest["build_host"]["check"]["pass"], manifest["build_host"]["check"]
+    assert manifest["source_model"]["num_parameters"] == 6_340_928
