@@ -24,19 +24,28 @@ def register(cli, json_option, emit) -> None:
         help="Key/value groups (with their query heads) every layer keeps (default: all).",
     )
     @click.option(
+        "--hidden-ratio",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Share of the hidden size (embedding channels) to remove; Llama, Mistral, Qwen.",
+    )
+    @click.option(
         "--calibration",
         type=click.Path(),
         help="Text whose activations rank channels and heads (default: the built-in text).",
     )
     @json_option
-    def prune_command(model, out, ratio, kv_groups, calibration, as_json):
+    def prune_command(model, out, ratio, kv_groups, hidden_ratio, calibration, as_json):
         """Width-prune a model: MLP channels and attention groups by activation importance."""
         from pathlib import Path
 
         from .calibration import calibration_text
         from .prune import check_options, prune
 
-        check_options(ratio, kv_groups)  # bad input answers before any model is loaded
+        check_options(
+            ratio, kv_groups, hidden_ratio
+        )  # bad input answers before any model is loaded
         if calibration:
             calibration_text(calibration)
         if model is None:
@@ -56,12 +65,14 @@ def register(cli, json_option, emit) -> None:
                 kv_groups,
                 Path(calibration) if calibration else None,
                 progress=note,
+                hidden_ratio=hidden_ratio,
             )
         p = report["parameters"]
         click.echo(
             f"pruned {report['source']['path']} -> {out}: MLP channels "
             f"{report['intermediate_size']['before']} -> {report['intermediate_size']['after']}, "
             f"key/value groups {report['kv_groups']['before']} -> {report['kv_groups']['after']}"
+            f", hidden size {report['hidden_size']['before']} -> {report['hidden_size']['after']}"
             f"; parameters {p['before']:,} -> {p['after']:,} ({p['kept']:.1%}); heal it with "
             f"`{report['heal']}`",
             err=True,

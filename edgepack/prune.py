@@ -9,8 +9,10 @@ decoder layer:
 Every layer then keeps its most important channels (the same number in each layer: the model
 keeps one `intermediate_size`, so every exporter reads it) and, with --kv-groups N, its N most
 important key/value groups with their query heads (head_dim unchanged, written into the
-config). Weights are sliced, never retrained: the pruned model heals by distillation from the
-original (`edgepack distill --teacher ORIGINAL --student PRUNED`).
+config). With --hidden-ratio R the hidden size loses its R least important channels too
+(edgepack.prune_hidden; Llama, Mistral and Qwen layouts). Weights are sliced, never retrained:
+the pruned model heals by distillation from the original (`edgepack distill --teacher ORIGINAL
+--student PRUNED`).
 
 The output is a Hugging Face directory (config, safetensors, the source's tokenizer files) and
 prune_report.json: what was removed from each layer and why (the importance kept and cut), the
@@ -42,7 +44,12 @@ _NOT_COPIED = re.compile(
 )
 
 
-def check_options(ratio: float, kv_groups: int | None) -> None:
+def check_options(ratio: float, kv_groups: int | None, hidden_ratio: float = 0.0) -> None:
+    if not 0 <= hidden_ratio < 1:
+        raise EdgepackError(
+            f"--hidden-ratio {hidden_ratio} is out of range: give the share of hidden channels "
+            "to remove, from 0 (none) to below 1, e.g. 0.25"
+        )
     if not 0 <= ratio < 1:
         raise EdgepackError(
             f"--ratio {ratio} is out of range: give the share of MLP channels to remove, "
@@ -59,12 +66,14 @@ def prune(
     kv_groups: int | None = None,
     calibration: Path | None = None,
     progress=lambda message: None,
+    hidden_ratio: float = 0.0,
 ) -> dict:
     """Prune model_dir into out (new or empty); returns the report."""
+    from . import prune_hidden
     from .calibration import calibration_text, token_samples
 
     model_dir, out = Path(model_dir), Path(out)
-    check_options(ratio, kv_groups)
+    check_options(ratio, kv_groups, hidden_ratio)
     config = json.loads((model_dir / "config.json").read_text())
     model_type = config.get("model_type")
     if model_type not in SUPPORTED:
@@ -72,6 +81,8 @@ def prune(
             f"edgepack prune supports decoders with separate q/k/v/o and gate/up/down "
             f"projections ({', '.join(SUPPORTED)}), not {model_type!r}"
         )
+    if hidden_ratio:
+        prune_hidden.check_model(model_type)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgepackError(f"--out {out} is not empty; choose a new or empty directory")
     groups = config.get("num_key_value_heads") or config["num_attention_heads"]
@@ -88,9 +99,14 @@ def prune(
     model = _load(model_dir)
     progress(f"measuring activations on {sum(map(len, samples))} calibration tokens")
     mlp, heads = importance(model, samples)
+    hidden_score = prune_hidden.importance(model, samples) if hidden_ratio else None
     keep_channels = max(1, round(mlp.shape[1] * (1 - ratio)))
     before = sum(p.numel() for p in model.parameters())
     layers = apply(model, mlp, heads, keep_channels, kv_groups)
+    hidden = {"before": model.config.hidden_size, "after": model.config.hidden_size}
+    if hidden_score is not None:
+        keep_hidden = max(1, round(len(hidden_score) * (1 - hidden_ratio)))
+        hidden = prune_hidden.apply(model, hidden_score, keep_hidden, _linear)
     after = sum(p.numel() for p in model.parameters())
     progress(f"writing {out}")
     report = {
@@ -98,11 +114,14 @@ def prune(
         "source": {"path": str(model_dir.resolve()), "model_type": model_type},
         "method": "width pruning by activation importance (Minitron): MLP channels by mean "
         "|act(gate) * up|, key/value groups by the summed mean L2 norm of their query heads' "
-        "outputs, over the calibration tokens; weights sliced, not retrained",
+        "outputs, hidden channels by the summed mean |output| of the RMSNorms, over the "
+        "calibration tokens; weights sliced, not retrained",
         "calibration": {"text": name, "samples": len(samples), "tokens": sum(map(len, samples))},
         "ratio": ratio,
         "intermediate_size": {"before": int(mlp.shape[1]), "after": keep_channels},
         "kv_groups": {"before": groups, "after": kv_groups or groups},
+        "hidden_ratio": hidden_ratio,
+        "hidden_size": hidden,
         "parameters": {"before": before, "after": after, "kept": after / before},
         "layers": layers,
         "heal": f"edgepack distill --teacher {model_dir} --student {out} --out HEALED",

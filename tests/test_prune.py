@@ -18,6 +18,11 @@ from tests.tiny import make_tiny
         (["--ratio", "1.5"], "--ratio 1.5 is out of range"),
         (["--ratio", "-0.1"], "--ratio -0.1 is out of range"),
         (["--kv-groups", "0"], "keep at least 1 group"),
+        (["--hidden-ratio", "1"], "--hidden-ratio 1.0 is out of range"),
+        (
+            ["--model", str(config_dir("gemma-3-270m")), "--hidden-ratio", "0.25"],
+            "scales its embeddings by sqrt(hidden_size)",
+        ),
         (["--model", "/nonexistent"], "is not a model directory"),
         (["--model", str(config_dir("mixtral-8x7b"))], "not 'mixtral'"),
     ],
@@ -116,13 +121,18 @@ def test_a_given_student_must_share_the_vocabulary(tmp_path, tiny):
 
 
 @pytest.fixture(scope="module")
-def without_a_group(tiny, tmp_path_factory):
-    """The tiny Llama with a quarter of its MLP channels and one of its two key/value groups
-    cut: its head_dim (16) is no longer hidden_size / num_attention_heads (64 / 2)."""
+def narrowed(tiny, tmp_path_factory):
+    """The tiny Llama with a quarter of its MLP channels, one of its two key/value groups and a
+    quarter of its hidden size cut: its head_dim (16) is no longer hidden_size /
+    num_attention_heads (48 / 2)."""
     out = tmp_path_factory.mktemp("pruned-kv") / "pruned"
     r = run_cli("prune", "--model", str(tiny), "--out", str(out), "--ratio", "0.25",
-                "--kv-groups", "1")  # fmt: skip
+                "--kv-groups", "1", "--hidden-ratio", "0.25", "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["hidden_size"]["before"] == 64 and report["hidden_size"]["after"] == 48
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden_size"], config["head_dim"], config["num_attention_heads"]) == (48, 16, 2)
     return out
 
 
@@ -131,15 +141,13 @@ def without_a_group(tiny, tmp_path_factory):
     "fmt, precision",
     [("gguf", "f16"), ("openvino", "fp16"), ("onnx", "fp32"), ("onnx-genai", "fp32")],
 )
-def test_every_exporter_takes_a_model_with_a_group_pruned(
-    without_a_group, tmp_path, fmt, precision
-):
+def test_every_exporter_takes_a_narrowed_model(narrowed, tmp_path, fmt, precision):
     out = tmp_path / "bundles"
-    r = run_cli("build", "--model", str(without_a_group), "--target", "edge-4gb", "--format", fmt,
+    r = run_cli("build", "--model", str(narrowed), "--target", "edge-4gb", "--format", fmt,
                 "--precision", precision, "--candidates", "1", "--eval-tokens", "256",
                 "--no-resolve", "--out", str(out), "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     (bundle,) = json.loads(r.stdout)["bundles"]
     manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
     assert manifest["build_host"]["check"]["pass"], manifest["build_host"]["check"]
-    assert manifest["source_model"]["num_parameters"] == 6_340_928
+    assert manifest["source_model"]["num_parameters"] == 4_755_696
