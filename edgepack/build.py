@@ -24,8 +24,9 @@ from .install import keep_installable
 from .kit import load_runner
 from .kvcache import kv_cache_effect
 from .liblog import terminal
+from .make_student import distil_student, student_message
 from .model import ModelFacts, inspect_model
-from .planner import Candidate, plan
+from .planner import plan
 from .profiles import Profile
 from .progress import Steps
 from .quality import EVAL_SCORED_TOKENS, cached_reference_eval, eval_text
@@ -35,7 +36,6 @@ from .report import write_report
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
 from .stage import model_name, run_bundle_check, stage
-from .students import Student
 from .task_scoring import score as score_tasks
 from .validate import validate
 
@@ -127,7 +127,7 @@ def build(
     ]
     if needing and not allow_distill:
         profile, p = needing[0]
-        raise StudentRequired(_student_message(main.model_dir, profile, p.chosen))
+        raise StudentRequired(student_message(main.model_dir, profile, p.chosen))
     needs = {profile.name: p.chosen.student for profile, p in needing}
     students = {}
     for student in needs.values():
@@ -317,69 +317,6 @@ def _task_reference(model_dir, tasks, cache, trust, profiles):
 
 def _say(line: str) -> None:
     print(line, file=terminal())
-
-
-def student_dir(model_dir: Path, student: Student, cache: Path, steps: int) -> Path:
-    """Where the cached student distilled (or pruned and healed) for `steps` steps lives."""
-    from .cache import content_key as model_key
-
-    return (
-        cache
-        / "students"
-        / f"{model_key(model_dir)}-s{steps}"
-        / (f"{model_name(model_dir)}-{student.slug}")
-    )
-
-
-def distil_student(model_dir: Path, student: Student, cache: Path, steps: int | None) -> Path:
-    """The student: from the cache, or made now (atomically: a killed distillation leaves
-    nothing that looks finished). A depth student is distilled from model_dir; a width student
-    is pruned from it, then healed by distillation from it."""
-    import tempfile
-
-    from .distill import DEFAULT_STEPS, REPORT_FILE, distill
-
-    steps = steps or DEFAULT_STEPS
-    dest = student_dir(model_dir, student, cache, steps)
-    if (dest / REPORT_FILE).is_file():
-        print(f"reusing the {student.describe()} in {dest}", file=terminal())
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".distilling-{student.slug}-", dir=dest.parent))
-    try:
-        if student.pruned_mlp is not None:
-            from .prune import prune
-
-            say = lambda m: print(f"prune: {m}", file=terminal())  # noqa: E731
-            prune(model_dir, work / "pruned", student.pruned_mlp, progress=say)
-            distill(model_dir, work / "student", steps=steps, student=work / "pruned")
-        else:
-            distill(model_dir, work / "student", student.layers, steps=steps)
-        shutil.rmtree(dest, ignore_errors=True)
-        (work / "student").rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
-
-
-def _student_message(model_dir: Path, profile: Profile, c: Candidate) -> str:
-    from .student_report import command_line, prune_command_lines
-
-    student = c.student
-    out = Path("students") / f"{model_name(model_dir)}-{student.slug}"
-    if student.pruned_mlp is not None:
-        pruned = Path("pruned") / f"{model_name(model_dir)}-{student.slug}"
-        commands = prune_command_lines(model_dir, student.pruned_mlp, pruned, out)
-        kind = f"{student.describe()}, healed by distillation"
-    else:
-        commands = command_line(model_dir, student.layers, out)
-        kind = f"distilled {student.describe()}"
-    return (
-        f"{profile.name} needs a {kind} ({c.label}, quality prior "
-        f"{c.predicted.quality:.3f}); make it with `{commands}` and build it with "
-        f"--model {out}, or pass --allow-distill to distil it now (it takes a while), or "
-        "relax the target's budgets (see `edgepack plan`)"
-    )
 
 
 def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, context: int):

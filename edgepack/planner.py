@@ -11,12 +11,12 @@ the rest by the profile's objective.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from .errors import UnsupportedModelError
 from .formats.registry import FORMATS, RUNTIMES, Format, Precision
 from .model import ModelFacts
+from .needs import needs
 from .prediction import PROMPT_TOKENS, Prediction, predict
 from .profiles import Profile
 from .ranking import rank_key
@@ -165,7 +165,7 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         budget=profile.budget.model_dump(mode="json"),
         chosen=ranked[0] if ranked else None,
         candidates=tuple(ranked + rejected),
-        needs=None if ranked else _needs(facts, profile, candidates),
+        needs=None if ranked else needs(facts, profile, candidates, _evaluate),
         notes=tuple(notes),
     )
 
@@ -337,78 +337,3 @@ def _evaluate(
         cpu_moe_layers=cpu_moe or None,
         pruned_mlp=pruned_mlp,
     )
-
-
-MEMORY_CODES = frozenset({"memory", "vram", "disk"})
-UNRUNNABLE_CODES = frozenset({"runtime", "device"})
-
-
-def _needs(facts: ModelFacts, profile: Profile, candidates: list[Candidate]) -> dict:
-    """What would make a plan: the smallest memory budget, or the student size, that fits."""
-    runnable = [c for c in candidates if not UNRUNNABLE_CODES & set(c.violations)]
-    only_size = [c for c in runnable if set(c.violations) <= MEMORY_CODES]
-    pool = (
-        only_size
-        or [c for c in runnable if "quality" not in c.violations]
-        or runnable
-        or candidates
-    )
-    smallest = min(pool, key=lambda c: c.predicted.memory_bytes)
-    memory_gb = math.ceil(smallest.predicted.memory_bytes / GB * 100) / 100
-    budget_key = "accelerator_memory_gb" if smallest.device == "gpu" else "memory_gb"
-    student = _largest_student_that_fits(facts, profile)
-    hint = f"{budget_key} >= {memory_gb:g} ({smallest.label})"
-    binding = sorted({v for v in smallest.violations if v not in MEMORY_CODES})
-    if binding:
-        hint += f", which also misses: {', '.join(binding)}"
-    under_floor = [c for c in candidates if c.is_student and set(c.violations) == {"quality"}]
-    if under_floor:  # a student fits every budget but the floor, on its prior
-        best = max(under_floor, key=lambda c: c.predicted.quality)
-        hint += (
-            f", or a student: {best.label} fits, but its quality prior "
-            f"{best.predicted.quality:.3f} after a short distillation is under the floor "
-            f"{profile.budget.min_quality:g} (a longer distillation on more text may raise it; "
-            "`edgepack distill` measures it)"
-        )
-    elif student:
-        hint += (
-            f", or a student of at most {student} layers, which fits {budget_key} "
-            f"{getattr(profile.budget, budget_key):g} (quality to be measured after distillation)"
-        )
-    return {
-        budget_key: memory_gb,
-        "candidate": {
-            "format": smallest.format,
-            "precision": smallest.precision,
-            "student_layers": smallest.student_layers,
-            "pruned_mlp": smallest.pruned_mlp,
-        },
-        "student_layers": student,
-        "message": f"nothing fits {profile.name}: it would need {hint}",
-    }
-
-
-def _largest_student_that_fits(facts: ModelFacts, profile: Profile) -> int | None:
-    """The most layers any runnable format and precision fits into the memory and disk budgets
-    (memory grows with the layers kept: a binary search)."""
-    if facts.kind != "decoder":
-        return None
-
-    def fits(layers: int) -> bool:
-        for fmt in FORMATS.values():
-            if fmt.name not in facts.formats:
-                continue
-            for precision in fmt.precisions:
-                cand = _evaluate(facts, profile, fmt, precision, layers)
-                if not (MEMORY_CODES | UNRUNNABLE_CODES) & set(cand.violations):
-                    return True
-        return False
-
-    low, high = 0, facts.num_layers - 1  # fits(low) holds by convention; find the largest
-    while low < high:
-        mid = (low + high + 1) // 2
-        if fits(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low or None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgepack.build import _student_message
+from edgepack.make_student import student_message
 from edgepack.model import inspect_model
 from edgepack.planner import plan
 from edgepack.profiles import load_profile
@@ -85,7 +85,7 @@ def test_a_width_students_message_names_prune_then_heal(tmp_path):
     model = facts("smollm2-135m")
     p = plan(model, load_profile("laptop"))
     c = next(c for c in p.candidates if c.pruned_mlp == 0.5)
-    line = _student_message(tmp_path / "SmolLM2", load_profile("laptop"), c)
+    line = student_message(tmp_path / "SmolLM2", load_profile("laptop"), c)
     assert "needs a student with 50% of its MLP channels pruned, healed by distillation" in line
     assert (
         f"edgepack prune --model {tmp_path / 'SmolLM2'} --ratio 0.5 --out pruned/SmolLM2-w50"
