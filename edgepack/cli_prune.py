@@ -43,9 +43,8 @@ def register(cli, json_option, emit) -> None:
         from .calibration import calibration_text
         from .prune import check_options, prune
 
-        check_options(
-            ratio, kv_groups, hidden_ratio
-        )  # bad input answers before any model is loaded
+        # bad input answers before any model is loaded
+        check_options(ratio, kv_groups, hidden_ratio)
         if calibration:
             calibration_text(calibration)
         if model is None:

@@ -28,9 +28,9 @@ PRUNABLE = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma2", "gemm
 
 # Measured on the default model (SmolLM2-135M-Instruct, 134.5M parameters, 30 layers): each
 # student made with edgepack's commands, healed for 40 steps of 4 x 256 tokens of the built-in
-# training text (40,960 tokens) on a 2-core CPU, exported as GGUF q8_0 (retention 0.9998 on the
-# undistilled model) and measured by `edgepack build --eval-tokens 2048` on WikiText-2 test:
-# retention against the teacher's fp32 perplexity 21.56 (tools/student_priors.py):
+# training text (40,960 tokens) on a 2-core CPU, exported as GGUF q8_0 (which keeps 0.9998 of
+# the default model's own perplexity) and measured by `edgepack build --eval-tokens 2048` on
+# WikiText-2 test: retention against the teacher's fp32 perplexity 21.56 (tools/student_priors.py):
 #   --ratio 0.25: 114.6M parameters, perplexity 35.27, retention 0.611 (0.549-0.690)
 #   --layers 24:  113.3M,            perplexity 47.80, retention 0.451 (0.418-0.488)
 #   --ratio 0.5:   94.7M,            perplexity 84.62, retention 0.255 (0.227-0.288)
