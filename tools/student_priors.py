@@ -45,6 +45,8 @@ context_tokens = 2048
 first_token_ms = 100000
 decode_tokens_per_s = 0.1
 min_quality = 0.001
+[runtimes]
+prefer = ["llama.cpp"]
 """
 
 
@@ -88,36 +90,23 @@ def measure(name: str, work: Path, steps: int) -> dict:
 
 
 def _figures(manifest: dict) -> dict:
+    """The student's figures; its share of the teacher's block parameters from the parameter
+    counts (a depth or width student loses block parameters only)."""
+    from edgepack.model import inspect_model
+
     q = manifest["quality"]
-    report = manifest["distillation"]["report"]
-    teacher_layers = report["teacher"]["num_layers"]
-    student = report["student"]
-    pruned = student.get("pruned")
+    teacher = inspect_model(Path(manifest["distillation"]["teacher"]))
     parameters = manifest["source_model"]["num_parameters"]
-    if pruned:
-        before = pruned["parameters"]["before"]
-        removed = before - pruned["parameters"]["after"]
-        blocks = _block_parameters(before, teacher_layers, manifest)
-        share = (blocks - removed) / blocks
-    else:
-        share = student["num_layers"] / teacher_layers
+    removed = teacher.num_parameters - parameters
     return {
         "parameters": parameters,
-        "block_share": round(share, 4),
+        "block_share": round((teacher.layer_parameters - removed) / teacher.layer_parameters, 4),
         "perplexity": round(q["perplexity"], 2),
         "teacher_perplexity": round(q["reference_perplexity"], 2),
         "retention": round(q["retention"], 3),
         "interval": [round(q["retention_low"], 3), round(q["retention_high"], 3)],
         "tasks_accuracy": (q.get("tasks") or {}).get("accuracy"),
     }
-
-
-def _block_parameters(total: int, layers: int, manifest: dict) -> int:
-    from edgepack.model import inspect_model
-
-    teacher = inspect_model(Path(manifest["distillation"]["teacher"]))
-    assert teacher.num_parameters == total and teacher.num_layers == layers
-    return teacher.layer_parameters
 
 
 def main() -> None:
