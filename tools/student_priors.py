@@ -8,6 +8,10 @@ perplexity (with its interval) and the task accuracy. Each student takes ~7 min 
 at 40 steps; run nothing else meanwhile.
 
     .venv/bin/python tools/student_priors.py --work /tmp/priors [--steps 40] [--only w25,d24]
+        [--generate N]
+
+--generate N adds N tokens of the teacher's own sampled answers to the training text (distill
+--generate), to see whether more text raises a student.
 """
 
 from __future__ import annotations
@@ -64,10 +68,11 @@ def edgepack(*args: str, log: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def measure(name: str, work: Path, steps: int) -> dict:
+def measure(name: str, work: Path, steps: int, generate: int = 0) -> dict:
     kind, value = STUDENTS[name]
     student = work / name
     heal = ["--steps", str(steps), "--batch", "4", "--seq-len", "256", "--out", str(student)]
+    heal += ["--generate", str(generate)] if generate else []
     if not (student / "distill_report.json").is_file():
         if kind == "width":
             pruned = work / f"{name}-pruned"
@@ -86,7 +91,8 @@ def measure(name: str, work: Path, steps: int) -> dict:
         log=work / f"{name}-build.log",
     )  # fmt: skip
     manifest = json.loads((Path(built["bundles"][0]["path"]) / "manifest.json").read_text())
-    return {"student": name, "kind": kind, "value": value, "steps": steps, **_figures(manifest)}
+    row = {"student": name, "kind": kind, "value": value, "steps": steps, "generate": generate}
+    return {**row, **_figures(manifest)}
 
 
 def _figures(manifest: dict) -> dict:
@@ -114,9 +120,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--only", default=",".join(STUDENTS))
+    parser.add_argument("--generate", type=int, default=0)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = [measure(name, args.work, args.steps) for name in args.only.split(",")]
+    rows = [measure(name, args.work, args.steps, args.generate) for name in args.only.split(",")]
     print(json.dumps(rows, indent=1))
 
 
