@@ -41,7 +41,7 @@ def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> di
             f", or a student: {best.label} fits, but its quality prior "
             f"{best.predicted.quality:.3f} after distillation on the built-in text is under the "
             f"floor {profile.budget.min_quality:g} (more training text, `edgepack distill "
-            "--data`, may raise it; its report measures it)"
+            "--data` or `--generate`, may raise it; its report measures it)"
         )
     elif student:
         hint += (
