@@ -20,9 +20,9 @@ from .needs import needs
 from .prediction import PROMPT_TOKENS, Prediction, predict
 from .profiles import Profile
 from .ranking import rank_key
-from .students import DEPTH_FRACTIONS, STUDENT_NOTE, Student, students
+from .students import STUDENT_NOTE, Student, students
 
-__all__ = ["Candidate", "Plan", "Prediction", "plan", "predict", "student_sizes"]
+__all__ = ["Candidate", "Plan", "Prediction", "plan", "predict"]
 
 SCHEMA_VERSION = 1
 GB = 1e9
@@ -108,16 +108,6 @@ class Plan:
             schema_version=data["schema_version"],
             notes=tuple(data.get("notes", ())),
         )
-
-
-def student_sizes(num_layers: int) -> list[int | None]:
-    """The depth students' layer counts (None: all layers)."""
-    sizes: list[int | None] = [None]
-    for fraction in DEPTH_FRACTIONS:
-        layers = max(1, int(num_layers * fraction + 0.5))
-        if layers < num_layers and layers not in sizes:
-            sizes.append(layers)
-    return sizes
 
 
 def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -> Plan:

@@ -81,16 +81,22 @@ class Student:
         return f"student with {self.pruned_mlp:.0%} of its MLP channels pruned"
 
 
+def student_sizes(num_layers: int) -> list[int | None]:
+    """The depth students' layer counts at DEPTH_FRACTIONS (None first: all layers)."""
+    sizes: list[int | None] = [None]
+    for fraction in DEPTH_FRACTIONS:
+        layers = max(1, int(num_layers * fraction + 0.5))
+        if layers < num_layers and layers not in sizes:
+            sizes.append(layers)
+    return sizes
+
+
 def students(facts: ModelFacts) -> list[Student]:
     """The model itself (Student()), depth students at DEPTH_FRACTIONS of its layers and, for the
     dense decoders edgepack prune handles, width students at PRUNE_RATIOS."""
-    found = [Student()]
     if facts.kind != "decoder":
-        return found
-    for fraction in DEPTH_FRACTIONS:
-        layers = max(1, int(facts.num_layers * fraction + 0.5))
-        if layers < facts.num_layers and Student(layers) not in found:
-            found.append(Student(layers))
+        return [Student()]
+    found = [Student(layers) for layers in student_sizes(facts.num_layers)]
     if facts.model_type in PRUNABLE and not facts.num_experts:
         found += [Student(pruned_mlp=ratio) for ratio in PRUNE_RATIOS]
     return found

@@ -7,8 +7,9 @@ import tomllib
 import pytest
 
 from edgepack.model import inspect_model
-from edgepack.planner import Plan, plan, student_sizes
+from edgepack.planner import Plan, plan
 from edgepack.profiles import load_profile, parse_profile
+from edgepack.students import student_sizes
 from tests.conftest import PROFILES, config_dir
 
 GB = 1e9
