@@ -63,6 +63,7 @@ def pruned_from(model_dir: Path) -> dict | None:
             "ratio": report["ratio"],
             "intermediate_size": report["intermediate_size"],
             "kv_groups": report["kv_groups"],
+            "hidden_size": report.get("hidden_size"),  # absent before --hidden-ratio
             "parameters": report["parameters"],
             "calibration": report["calibration"],
         }
@@ -75,9 +76,9 @@ def student_text(model_dir: Path) -> str | None:
     student = (read_report(model_dir) or {}).get("student")
     if not isinstance(student, dict):
         return None
-    pruned = student.get("pruned") or {}
-    if isinstance(pruned.get("ratio"), (int, float)):
-        return f"student with {pruned['ratio']:.0%} of its MLP channels pruned"
+    cut = _pruned_parts(student.get("pruned") or {})
+    if cut:
+        return f"student with {cut} pruned"
     if student.get("given"):
         return "healed student"
     layers = student.get("num_layers")
@@ -115,3 +116,17 @@ def report_text(report: dict) -> str:
         f"{h['undistilled']['top1']:.1%} -> {h['distilled']['top1']:.1%}"
     )
     return "\n".join(lines)
+
+
+def _pruned_parts(pruned: dict) -> str:
+    """What edgepack prune cut, in words: "25% of its MLP channels and 1 of 2 key/value
+    groups" (empty if nothing, or no report)."""
+    parts = []
+    if isinstance(pruned.get("ratio"), (int, float)) and pruned["ratio"] > 0:
+        parts.append(f"{pruned['ratio']:.0%} of its MLP channels")
+    for key, what in (("kv_groups", "key/value groups"), ("hidden_size", "hidden channels")):
+        sizes = pruned.get(key) or {}
+        before, after = sizes.get("before"), sizes.get("after")
+        if isinstance(before, int) and isinstance(after, int) and after < before:
+            parts.append(f"{before - after} of {before} {what}")
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)

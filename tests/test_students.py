@@ -1,11 +1,14 @@
 """The students a plan proposes (depth and width) and their measured quality priors."""
 
+import json
+
 import pytest
 
 from edgepack.make_student import student_message
 from edgepack.model import inspect_model
 from edgepack.planner import plan
 from edgepack.profiles import load_profile
+from edgepack.student_report import REPORT_FILE, student_text
 from edgepack.students import (
     MEASURED,
     MEASURED_ON_PARAMETERS,
@@ -94,3 +97,29 @@ def test_a_width_students_message_names_prune_then_heal(tmp_path):
     assert "&& edgepack distill --teacher" in line
     assert "--student pruned/SmolLM2-w50 --out students/SmolLM2-w50" in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("pruned", "says"),
+    [
+        ({"ratio": 0.25}, "student with 25% of its MLP channels pruned"),
+        (
+            {
+                "ratio": 0.25,
+                "kv_groups": {"before": 2, "after": 1},
+                "hidden_size": {"before": 576, "after": 432},
+            },
+            "student with 25% of its MLP channels, 1 of 2 key/value groups and 144 of 576 "
+            "hidden channels pruned",
+        ),
+        (
+            {"ratio": 0.0, "hidden_size": {"before": 576, "after": 432}},
+            "student with 144 of 576 hidden channels pruned",
+        ),
+        ({"ratio": 0.0, "kv_groups": {"before": 3, "after": 3}}, "healed student"),
+    ],
+)
+def test_a_healed_students_words_name_what_prune_cut(tmp_path, pruned, says):
+    report = {"student": {"given": "pruned", "num_layers": 30, "pruned": pruned}}
+    (tmp_path / REPORT_FILE).write_text(json.dumps(report))
+    assert student_text(tmp_path) == says
