@@ -16,6 +16,7 @@ from pathlib import Path
 from .bundle import publish, write_manifest
 from .calibrate import device_prediction, host_machine, record
 from .calibration import calibration_text
+from .demo import model_name
 from .errors import EdgepackError, QualityError, StudentRequired
 from .exports import export_cached, forget
 from .formats.base import check_supported
@@ -25,7 +26,7 @@ from .kit import load_runner
 from .kvcache import kv_cache_effect
 from .liblog import terminal
 from .make_student import distil_student, student_message
-from .model import ModelFacts, inspect_model
+from .model import ModelFacts
 from .planner import plan
 from .profiles import Profile
 from .progress import Steps
@@ -35,11 +36,12 @@ from .reference import reference
 from .report import write_report
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
-from .stage import model_name, run_bundle_check, stage
+from .stage import stage
+from .support import inspect_model
 from .task_scoring import score as score_tasks
 from .validate import validate
 
-__all__ = ["build", "model_name", "run_bundle_check", "select"]
+__all__ = ["build", "select"]
 
 
 @dataclass

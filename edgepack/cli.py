@@ -43,7 +43,7 @@ def _json_option(fn):
 
 
 def _facts(model, allow_pickle, trust_remote_code):
-    from .model import inspect_model
+    from .support import inspect_model
 
     if model is None:
         from .demo import default_model_dir

@@ -274,3 +274,11 @@ def _write_tokenizer(meta: dict, out: Path, max_length: int) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def model_name(model_dir: Path) -> str:
+    """The model's name for bundle names: its directory, or the default model's own name."""
+    model_dir = Path(model_dir)
+    if model_dir.parent == cache_root() / "models" and model_dir.name.startswith(MODEL_NAME):
+        return MODEL_NAME
+    return model_dir.name

@@ -20,6 +20,14 @@ from pathlib import Path
 
 KEEP = 20  # the newest logs kept
 _terminal = None
+# called before the terminal stream closes (edgepack.progress ends its open bars there)
+_before_close: list = []
+
+
+def before_terminal_closes(fn) -> None:
+    """Call fn() before the terminal stream of a libraries_to_log block is closed."""
+    if fn not in _before_close:
+        _before_close.append(fn)
 
 
 def terminal():
@@ -61,9 +69,8 @@ def libraries_to_log(command: str):
     try:
         yield path
     finally:
-        from .progress import end_bars
-
-        end_bars()  # on the terminal stream, before it closes
+        for fn in _before_close:  # on the terminal stream, before it closes
+            fn()
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved_out, 1)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .demo import model_name
 from .liblog import terminal
 from .planner import Candidate
 from .profiles import Profile
-from .stage import model_name
 from .students import Student
 
 

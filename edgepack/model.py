@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .errors import ModelError
 from .modelconfig import count_from_config, shape_from_config
-from .support import support
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MAX_HEADER_BYTES = 100_000_000
@@ -105,7 +104,7 @@ class ModelFacts:
         return cls(**fields)
 
 
-def inspect_model(
+def read_facts(
     path: str | Path, allow_pickle: bool = False, trust_remote_code: bool = False
 ) -> ModelFacts:
     root = Path(path)
@@ -160,15 +159,14 @@ def inspect_model(
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
     disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    verdicts = support(shape["architecture"], shape["model_type"], shape["kind"])
     return ModelFacts(
         path=str(root.resolve()),
         parameters_source=source,
         dtype=dtype,
         disk_bytes=disk,
         weights=weights,
-        formats=tuple(name for name, why in verdicts.items() if why is None),
-        unsupported=tuple((name, why) for name, why in verdicts.items() if why),
+        formats=(),  # the exporters' word: edgepack.support.inspect_model fills both
+        unsupported=(),
         remote_code=remote_code,
         **shape,
         **counts,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .liblog import terminal
+from .liblog import before_terminal_closes, terminal
 
 
 class Steps:
@@ -43,3 +43,6 @@ def end_bars() -> None:
     """End every open bar on its own line, so that an error message starts a line of its own."""
     for steps in list(Steps.open_bars):
         steps.close("stopped")
+
+
+before_terminal_closes(end_bars)

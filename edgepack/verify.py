@@ -1,13 +1,15 @@
-"""`edgepack verify`: safe unpack of a bundle tarball, then the bundle's own check."""
+"""`edgepack verify`: safe unpack of a bundle tarball, then the bundle's own check (the same
+subprocess a build runs on each staged bundle)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from .build import run_bundle_check
 from .bundle import clean_leftovers, unpack
 from .errors import VerificationError
 from .profiles import Profile
@@ -51,3 +53,19 @@ def verify(
     finally:
         if not (keep and unpacked):
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_bundle_check(bundle: Path, extra: list[str] | None = None) -> dict:
+    """The bundle's own check.py --json in a fresh interpreter: its report and exit code."""
+    proc = subprocess.run(
+        [sys.executable, str(bundle / "check.py"), "--json", *(extra or [])],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"pass": False, "verdict": "ERROR", "error": f"check.py crashed: {tail}"}
+    report["exit_code"] = proc.returncode
+    return report

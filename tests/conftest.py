@@ -88,7 +88,7 @@ class ExportCache:
     def get(self, model_dir: Path, format_name: str, precision_name: str):
         from edgepack.cache import cache_root
         from edgepack.exports import export_cached
-        from edgepack.model import inspect_model
+        from edgepack.support import inspect_model
 
         facts = inspect_model(model_dir)
         return export_cached(
@@ -126,8 +126,8 @@ def exports() -> ExportCache:
 def references():
     """reference(model_dir) -> the fp32 PyTorch reference, computed once per session."""
     from edgepack.cache import cache_root
-    from edgepack.model import inspect_model
     from edgepack.reference import reference
+    from edgepack.support import inspect_model
 
     done = {}
 

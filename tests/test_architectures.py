@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.formats.registry import DECODERS
-from edgepack.model import inspect_model
+from edgepack.modelconfig import DECODERS
+from edgepack.support import inspect_model
 from tests.conftest import run_cli
 from tests.tiny import ARCHITECTURES, make_tiny
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from edgepack.calibrate import device_prediction, efficiencies, record, stored
-from edgepack.model import inspect_model
 from edgepack.planner import plan
 from edgepack.profiles import load_profile
+from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 HOST = {

@@ -110,7 +110,7 @@ def test_calibrated_openvino_int4_validates_and_lowers_kl(default_model, exports
     from edgepack.cache import cache_root
     from edgepack.exports import export_cached
     from edgepack.kit import load_runner
-    from edgepack.model import inspect_model
+    from edgepack.support import inspect_model
     from edgepack.validate import validate
 
     facts = inspect_model(default_model)

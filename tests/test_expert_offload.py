@@ -8,10 +8,10 @@ llama.cpp keeping exactly those tensors in host RAM (integration, on a tiny Mixt
 import pytest
 
 from edgepack.formats.registry import FORMATS
-from edgepack.model import inspect_model
 from edgepack.planner import Plan, plan, predict
 from edgepack.profiles import load_profile
 from edgepack.settings import runtime_settings
+from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 GB = 1e9

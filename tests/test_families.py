@@ -7,9 +7,9 @@ import pytest
 from edgepack.errors import PlanError, UnsupportedModelError
 from edgepack.formats.registry import FORMATS, RUNTIMES
 from edgepack.memory import kv_cache_bytes, resident
-from edgepack.model import inspect_model
 from edgepack.planner import plan, predict
 from edgepack.profiles import builtin_profiles, load_profile
+from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 # published totals and active parameters per token

@@ -13,7 +13,7 @@ from edgepack.errors import UnsupportedModelError, ValidationError
 from edgepack.formats import FORMATS, resolve
 from edgepack.formats import gguf as gguf_format
 from edgepack.kit import load_runner
-from edgepack.model import inspect_model
+from edgepack.support import inspect_model
 from edgepack.validate import validate
 from tests.conftest import config_dir
 

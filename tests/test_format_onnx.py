@@ -8,7 +8,7 @@ import pytest
 
 from edgepack.errors import UnsupportedModelError, ValidationError
 from edgepack.formats import FORMATS
-from edgepack.formats.onnx import block_size
+from edgepack.formats.onnx_quantize import block_size
 from edgepack.kit import load_runner
 from edgepack.validate import validate
 
@@ -44,7 +44,7 @@ def test_block_size_divides_the_matmul_inputs():
 
 def test_check_refuses_an_architecture_onnx_cannot_export(default_model):
     from edgepack.formats.onnx import check
-    from edgepack.model import inspect_model
+    from edgepack.support import inspect_model
 
     facts = dataclasses.replace(
         inspect_model(default_model), model_type="mamba", architecture="MambaForCausalLM"

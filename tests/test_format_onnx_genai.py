@@ -30,7 +30,7 @@ REFUSED = {"int4": "top-1 agreement"}
 
 def test_check_refuses_an_encoder_and_an_unknown_architecture(default_model, encoder_model):
     from edgepack.formats.onnx_genai import check
-    from edgepack.model import inspect_model
+    from edgepack.support import inspect_model
 
     with pytest.raises((UnsupportedModelError, ExportError)):
         check(inspect_model(encoder_model), GENAI.precision("fp32"))

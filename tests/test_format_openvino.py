@@ -15,7 +15,7 @@ from edgepack.errors import ExportError, UnsupportedModelError, ValidationError
 from edgepack.formats import FORMATS, resolve
 from edgepack.formats import openvino as ov_format
 from edgepack.kit import load_runner
-from edgepack.model import inspect_model
+from edgepack.support import inspect_model
 from edgepack.texts import TOKENIZER_PROBES
 from edgepack.validate import validate
 from tests.conftest import config_dir

@@ -39,7 +39,7 @@ def vocab_llama(source_gguf):
 
 
 def test_directory_is_the_gemma3_text_model(gemma3_model):
-    from edgepack.model import inspect_model
+    from edgepack.support import inspect_model
 
     facts = inspect_model(gemma3_model)
     assert (facts.model_type, facts.num_layers, facts.hidden_size) == ("gemma3_text", 18, 640)

@@ -16,7 +16,7 @@ import pytest
 
 from edgepack.golden import golden_outputs as _golden
 from edgepack.kit import devicekit, load_runner
-from edgepack.model import inspect_model
+from edgepack.support import inspect_model
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from edgepack.install import (
     requirements,
     resolve,
 )
-from edgepack.model import inspect_model
 from edgepack.planner import plan
 from edgepack.profiles import load_profile, parse_profile
+from edgepack.support import inspect_model
 from tests.conftest import PROFILES, config_dir
 
 

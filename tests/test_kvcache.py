@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgepack.formats.registry import RUNTIMES
-from edgepack.model import inspect_model
 from edgepack.planner import plan
 from edgepack.profiles import parse_profile
+from edgepack.support import inspect_model
 from tests.conftest import PROFILES, config_dir, run_cli
 
 SMOLLM = inspect_model(config_dir("smollm2-135m"))

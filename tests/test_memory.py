@@ -8,7 +8,7 @@ import pytest
 
 from edgepack import memory
 from edgepack.formats.registry import FORMATS, RUNTIMES
-from edgepack.model import inspect_model
+from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 SMOLLM = inspect_model(config_dir("smollm2-135m"))  # 30 layers, 3 KV heads of 64, tied

@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 
 from edgepack.errors import ModelError, UnsupportedModelError
 from edgepack.formats.registry import FORMATS
-from edgepack.model import inspect_model
+from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 KNOWN = {

@@ -6,10 +6,10 @@ import tomllib
 
 import pytest
 
-from edgepack.model import inspect_model
 from edgepack.planner import Plan, plan
 from edgepack.profiles import load_profile, parse_profile
 from edgepack.students import student_sizes
+from edgepack.support import inspect_model
 from tests.conftest import PROFILES, config_dir
 
 GB = 1e9

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from edgepack.formats import FORMATS
-from edgepack.formats.registry import ENCODERS
+from edgepack.modelconfig import ENCODERS
 
 
 def _parametrized(fn, name):

@@ -193,8 +193,8 @@ def test_rank_key_tolerance_and_ties():
 
 
 def test_mixed_fallback_follows_a_4_bit_miss_of_the_lower_bound():
-    from edgepack.model import inspect_model
     from edgepack.planner import plan
+    from edgepack.support import inspect_model
     from tests.conftest import config_dir
 
     p = plan(inspect_model(config_dir("smollm2-135m")), profile(floor=0.5))
@@ -207,8 +207,8 @@ def test_mixed_fallback_follows_a_4_bit_miss_of_the_lower_bound():
 
 
 def test_gate_message_names_the_best_measured_and_the_floor():
-    from edgepack.model import inspect_model
     from edgepack.planner import plan
+    from edgepack.support import inspect_model
     from tests.conftest import config_dir
 
     prof = profile(floor=0.999)

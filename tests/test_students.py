@@ -5,7 +5,6 @@ import json
 import pytest
 
 from edgepack.make_student import student_message
-from edgepack.model import inspect_model
 from edgepack.planner import plan
 from edgepack.profiles import load_profile
 from edgepack.student_report import REPORT_FILE, student_text
@@ -18,6 +17,7 @@ from edgepack.students import (
     student_loss,
     students,
 )
+from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 

@@ -404,9 +404,9 @@ def calibrate_variant(spec: dict) -> dict:
 def _calibrated(spec: dict, manifest: dict, keys: tuple) -> dict:
     from edgepack.calibrate import device_prediction, host_machine
     from edgepack.formats.registry import FORMATS
-    from edgepack.model import inspect_model
     from edgepack.planner import Candidate, Prediction, predict
     from edgepack.profiles import load_profile, parse_profile
+    from edgepack.support import inspect_model
 
     facts = inspect_model(manifest["source_model"]["path"])
     if spec.get("target"):

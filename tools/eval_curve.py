@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgepack.demo import default_model_dir
     from edgepack.exports import export_cached
     from edgepack.kit import load_runner
-    from edgepack.model import inspect_model
+    from edgepack.support import inspect_model
 
     model_dir = args.model or default_model_dir()
     facts, cache = inspect_model(model_dir), cache_root()

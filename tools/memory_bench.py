@@ -45,7 +45,7 @@ os.environ.setdefault("EDGEPACK_CACHE", "/tmp/edgepack-test-cache")
 from edgepack import memory  # noqa: E402 - after the environment is set
 from edgepack.formats.registry import FORMATS, RUNTIMES  # noqa: E402
 from edgepack.kit import check_module, kit_dir  # noqa: E402
-from edgepack.model import inspect_model  # noqa: E402
+from edgepack.support import inspect_model  # noqa: E402
 
 MB = 1e6
 TOLERANCE = 0.10  # the goal: every row within 10 % of its measurement

@@ -98,7 +98,7 @@ def measure(name: str, work: Path, steps: int, generate: int = 0) -> dict:
 def _figures(manifest: dict) -> dict:
     """The student's figures; its share of the teacher's block parameters from the parameter
     counts (a depth or width student loses block parameters only)."""
-    from edgepack.model import inspect_model
+    from edgepack.support import inspect_model
 
     q = manifest["quality"]
     teacher = inspect_model(Path(manifest["distillation"]["teacher"]))

@@ -12,7 +12,7 @@ from .. import calibration as cal
 from ..errors import ExportError
 from ..model import ModelFacts
 from .base import Progress
-from .onnx import ACCURACY_LEVEL, MODEL_FILE, block_size
+from .onnx_quantize import ACCURACY_LEVEL, block_size
 
 STATIC_SAMPLES = 16  # calibration windows of STATIC_TOKENS source tokens
 STATIC_TOKENS = 128
@@ -82,7 +82,7 @@ def static_int8(base_model: Path, facts: ModelFacts, progress: Progress, model_d
     try:
         quantize_static(
             str(base_model),
-            str(work / MODEL_FILE),
+            str(work / base_model.name),
             Reader(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"],
@@ -94,7 +94,7 @@ def static_int8(base_model: Path, facts: ModelFacts, progress: Progress, model_d
             calibrate_method=CalibrationMethod.MinMax,
             use_external_data_format=True,
         )
-        model = onnx.load(str(work / MODEL_FILE))
+        model = onnx.load(str(work / base_model.name))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     dims = (facts.hidden_size, facts.intermediate_size, facts.num_attention_heads * facts.head_dim)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..modelconfig import DECODERS, ENCODERS
+
 CPU = ("cpu",)
 CPU_GPU = ("cpu", "gpu")
 GPU = ("gpu",)
@@ -118,14 +120,6 @@ RUNTIMES = {
         Runtime("onnxruntime-genai", "onnxruntime-genai", 40 * MB, 4, 2, 0.7),
     )
 }
-
-# The model types edgepack claims: each has a test that builds a checkpoint of it in every
-# format its exporter supports and checks the bundle (tests/test_architectures.py; the default
-# model for llama, Gemma-3-270M for gemma3_text, all-MiniLM-L6-v2 for bert)
-DECODERS = frozenset(
-    {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "phi3", "gemma3_text"}
-)
-ENCODERS = frozenset({"bert"})
 
 # k-quant rows need 256 columns; llama.cpp falls back to q5_0/q8_0 for narrower rows.
 _Q6K, _Q5K, _Q4K = 6.5625, 5.5, 4.5
