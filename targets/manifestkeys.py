@@ -1,5 +1,5 @@
 """Every key of a bundle's manifest.json, defined once (stdlib only: check.py reads it on the
-device; edgepack.manifest builds the typed manifest from the same names)."""
+device; edgepack.bundle.manifest builds the typed manifest from the same names)."""
 
 SCHEMA_VERSION = 2
 

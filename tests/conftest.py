@@ -87,8 +87,8 @@ class ExportCache:
 
     def get(self, model_dir: Path, format_name: str, precision_name: str):
         from edgepack.cache import cache_root
-        from edgepack.exports import export_cached
-        from edgepack.support import inspect_model
+        from edgepack.export.export_cache import export_cached
+        from edgepack.export.support import inspect_model
 
         facts = inspect_model(model_dir)
         return export_cached(
@@ -98,7 +98,7 @@ class ExportCache:
 
 @pytest.fixture(scope="session")
 def default_model() -> Path:
-    from edgepack.demo import default_model_dir
+    from edgepack.model.default import default_model_dir
 
     return default_model_dir(progress=False)
 
@@ -107,7 +107,7 @@ def default_model() -> Path:
 def gemma3_model() -> Path:
     """Gemma-3-270M from its PyPI packages, materialised once into the test cache."""
     from edgepack.cache import cache_root
-    from edgepack.gemma3 import gemma3_dir
+    from edgepack.model.gemma3 import gemma3_dir
 
     return gemma3_dir(cache_root())
 
@@ -126,8 +126,8 @@ def exports() -> ExportCache:
 def references():
     """reference(model_dir) -> the fp32 PyTorch reference, computed once per session."""
     from edgepack.cache import cache_root
-    from edgepack.reference import reference
-    from edgepack.support import inspect_model
+    from edgepack.export.support import inspect_model
+    from edgepack.measure.reference import reference
 
     done = {}
 

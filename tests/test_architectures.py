@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.modelconfig import DECODERS
-from edgepack.support import inspect_model
+from edgepack.export.support import inspect_model
+from edgepack.model.config import DECODERS
 from tests.conftest import run_cli
 from tests.tiny import ARCHITECTURES, make_tiny
 
 pytestmark = pytest.mark.integration
 
 EIGHT_BIT = {"gguf": "q8_0", "openvino": "int8", "onnx": "int8", "onnx-genai": "int8"}
-# what each exporter supports, as edgepack.support reads it from the exporters themselves
+# what each exporter supports, as edgepack.export.support reads it from the exporters themselves
 EXPECTED_FORMATS = {
     "llama": {"gguf", "openvino", "onnx", "onnx-genai"},
     "mistral": {"gguf", "openvino", "onnx", "onnx-genai"},
@@ -60,7 +60,7 @@ def test_support_and_counts_of_the_tiny_checkpoint(tiny_models, model_type):
     assert facts.model_type == model_type and facts.num_layers == 2
     assert set(facts.formats) == EXPECTED_FORMATS[model_type], dict(facts.unsupported)
     config = json.loads((tiny_models(model_type) / "config.json").read_text())
-    from edgepack.modelconfig import count_from_config, shape_from_config
+    from edgepack.model.config import count_from_config, shape_from_config
 
     counted = count_from_config(shape_from_config(config, "config.json"), config)
     assert counted["num_parameters"] == facts.num_parameters  # config arithmetic == headers

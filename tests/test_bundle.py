@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from edgepack.bundle import (
+from edgepack.bundle.kit import check_module, kit_dir
+from edgepack.bundle.publish import (
     clean_leftovers,
     publish,
     shared_kit_files,
@@ -19,7 +20,6 @@ from edgepack.bundle import (
     write_manifest,
 )
 from edgepack.errors import VerificationError
-from edgepack.kit import check_module, kit_dir
 from tests.conftest import run_cli
 
 
@@ -269,7 +269,7 @@ def test_a_tarball_without_a_listed_file_is_incomplete(tmp_path):
 UNPACK_WITH_A_FULL_DISK = r"""
 import resource, signal, sys
 from pathlib import Path
-from edgepack.bundle import unpack
+from edgepack.bundle.publish import unpack
 from edgepack.errors import VerificationError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
@@ -315,13 +315,13 @@ def test_verify_says_a_truncated_tarball_is_truncated(tmp_path, how):
 
 def test_an_eof_error_inside_a_command_is_an_internal_error(tmp_path, monkeypatch, capsys):
     """click makes Abort ("aborted", 130) of an EOFError; one from a defect must read as one."""
-    import edgepack.verify
-    from edgepack.cli import main
+    import edgepack.bundle.verify
+    from edgepack.cli.main import main
 
     def broken(*args, **kwargs):
         raise EOFError("Compressed file ended before the end-of-stream marker was reached")
 
-    monkeypatch.setattr(edgepack.verify, "verify", broken)
+    monkeypatch.setattr(edgepack.bundle.verify, "verify", broken)
     with pytest.raises(SystemExit) as exited:
         main(["verify", str(tmp_path)])
     err = capsys.readouterr().err

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.calibrate import device_prediction, efficiencies, record, stored
-from edgepack.planner import plan
-from edgepack.profiles import load_profile
-from edgepack.support import inspect_model
+from edgepack.device.profiles import load_profile
+from edgepack.export.support import inspect_model
+from edgepack.plan.planner import plan
+from edgepack.plan.speed_calibration import device_prediction, efficiencies, record, stored
 from tests.conftest import config_dir
 
 HOST = {

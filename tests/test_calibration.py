@@ -4,11 +4,11 @@ one."""
 
 import pytest
 
-from edgepack import calibration as cal
 from edgepack.errors import EdgepackError
-from edgepack.exports import entry_name
-from edgepack.formats import FORMATS
-from edgepack.quality import eval_text
+from edgepack.export.export_cache import entry_name
+from edgepack.export.registry import FORMATS
+from edgepack.measure import calibration_text as cal
+from edgepack.measure.quality import eval_text
 
 # -- unit: the text ------------------------------------------------------------------------------
 
@@ -107,11 +107,11 @@ def test_token_samples_of_the_source_tokenizer(default_model):
 
 @pytest.mark.integration
 def test_calibrated_openvino_int4_validates_and_lowers_kl(default_model, exports, references):
+    from edgepack.bundle.kit import load_runner
     from edgepack.cache import cache_root
-    from edgepack.exports import export_cached
-    from edgepack.kit import load_runner
-    from edgepack.support import inspect_model
-    from edgepack.validate import validate
+    from edgepack.export.export_cache import export_cached
+    from edgepack.export.support import inspect_model
+    from edgepack.measure.validate import validate
 
     facts = inspect_model(default_model)
     free = exports.get(default_model, "openvino", "int4")

@@ -128,7 +128,7 @@ def test_malformed_weights_and_pickle_via_cli(tmp_path):
 
 LEAN = """
 import sys
-from edgepack.cli import main
+from edgepack.cli.main import main
 try:
     main({args!r})
 except SystemExit as exc:
@@ -170,7 +170,7 @@ def test_default_model_plan():
 
 
 def test_build_help_states_the_default_evaluation_size():
-    from edgepack.quality import EVAL_SCORED_TOKENS
+    from edgepack.measure.quality import EVAL_SCORED_TOKENS
 
     result = run_cli("build", "--help")
     assert f"(default: {EVAL_SCORED_TOKENS})" in " ".join(result.stdout.split())

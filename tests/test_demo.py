@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack import demo
 from edgepack.errors import ModelError
+from edgepack.model import default as demo
 
 pytestmark = pytest.mark.integration
 
@@ -226,7 +226,11 @@ def test_leftover_partial_dirs(model_dir):
 def test_killed_run_is_cleaned_and_redone(tmp_path, monkeypatch):
     models = tmp_path / "models"
     child = subprocess.Popen(
-        [sys.executable, "-c", "import edgepack.demo as d; d.default_model_dir(progress=False)"],
+        [
+            sys.executable,
+            "-c",
+            "import edgepack.model.default as d; d.default_model_dir(progress=False)",
+        ],
         env=_materialise_env(tmp_path),
     )
     deadline = time.monotonic() + 120
@@ -249,7 +253,7 @@ def test_killed_run_is_cleaned_and_redone(tmp_path, monkeypatch):
 
 def test_materialising_imports_no_heavy_backend(tmp_path):
     code = (
-        "import json, sys, edgepack.demo as d; d.default_model_dir(progress=False); "
+        "import json, sys, edgepack.model.default as d; d.default_model_dir(progress=False); "
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     result = subprocess.run(

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edgepack.detect import (
+from edgepack.device.detect import (
     Bandwidth,
     Cpu,
     Gpu,
@@ -24,8 +24,8 @@ from edgepack.detect import (
     parse_nvidia_smi,
     write_profile,
 )
+from edgepack.device.profiles import load_profile, parse_profile
 from edgepack.errors import ProfileError
-from edgepack.profiles import load_profile, parse_profile
 from tests.conftest import ROOT, config_dir, run_cli
 
 SAPPHIRE_RAPIDS = """\
@@ -365,7 +365,7 @@ def test_out_without_detect_is_a_usage_error(tmp_path):
 
 def test_detect_imports_no_backend(tmp_path):
     code = (
-        "import sys; from edgepack.cli import main\n"
+        "import sys; from edgepack.cli.main import main\n"
         f"try: main(['targets', '--detect', '--out', {str(tmp_path / 'x.toml')!r}])\n"
         "except SystemExit: pass\n"
         "heavy = ('torch', 'transformers', 'openvino', 'onnxruntime', 'llama_cpp')\n"
@@ -389,7 +389,7 @@ SMI_CASES = [
 @pytest.mark.parametrize("label,body,name,note", SMI_CASES, ids=[c[0] for c in SMI_CASES])
 def test_gpu_through_nvidia_smi(tmp_path, monkeypatch, label, body, name, note):
     """A stand-in nvidia-smi on PATH: the edge no machine here reaches (an NVIDIA driver)."""
-    from edgepack import detect_gpu as detect
+    from edgepack.device import detect_gpu as detect
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text(SMI.format(body=body))

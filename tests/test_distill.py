@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack import distill as d
-from edgepack import distill_train as dt
-from edgepack.distill_data import add_generated, generate_text, load_text
+from edgepack.compress import distill as d
+from edgepack.compress import distill_train as dt
+from edgepack.compress.distill_data import add_generated, generate_text, load_text
 from edgepack.errors import EdgepackError
 from tests.conftest import PROFILES, run_cli
 
@@ -193,7 +193,7 @@ def test_builtin_train_text_is_not_the_evaluation_text():
 
 
 def test_large_files_are_read_in_chunks(tokenizer, tmp_path, monkeypatch):
-    import edgepack.distill_data as dd
+    import edgepack.compress.distill_data as dd
 
     lines = [f"Line {i} of a long file, about item number {i * 7}." for i in range(400)]
     (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
@@ -427,7 +427,7 @@ def test_student_builds_into_a_gguf_bundle_that_passes_its_check(student, tmp_pa
 
 
 def test_layers_by_block_influence_keep_the_last():
-    from edgepack.depth import layers_by_influence
+    from edgepack.compress.depth import layers_by_influence
 
     influence = np.array([0.9, 0.01, 0.5, 0.02, 0.3, 0.001])
     assert layers_by_influence(influence, 3) == [0, 2, 5]  # the last whatever it scores

@@ -7,11 +7,11 @@ llama.cpp keeping exactly those tensors in host RAM (integration, on a tiny Mixt
 
 import pytest
 
-from edgepack.formats.registry import FORMATS
-from edgepack.planner import Plan, plan, predict
-from edgepack.profiles import load_profile
-from edgepack.settings import runtime_settings
-from edgepack.support import inspect_model
+from edgepack.build.settings import runtime_settings
+from edgepack.device.profiles import load_profile
+from edgepack.export.registry import FORMATS
+from edgepack.export.support import inspect_model
+from edgepack.plan.planner import Plan, plan, predict
 from tests.conftest import config_dir
 
 GB = 1e9
@@ -93,8 +93,8 @@ def test_llamacpp_keeps_the_first_layers_experts_in_host_ram(tmp_path, default_m
     that a GGUF without experts is refused."""
     import numpy as np
 
-    from edgepack.formats.gguf import convert
-    from edgepack.kit import load_runner
+    from edgepack.bundle.kit import load_runner
+    from edgepack.export.gguf import convert
     from tests.tiny import make_tiny
 
     dirs = {}

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
+from edgepack.device.profiles import builtin_profiles, load_profile
 from edgepack.errors import PlanError, UnsupportedModelError
-from edgepack.formats.registry import FORMATS, RUNTIMES
-from edgepack.memory import kv_cache_bytes, resident
-from edgepack.planner import plan, predict
-from edgepack.profiles import builtin_profiles, load_profile
-from edgepack.support import inspect_model
+from edgepack.export.registry import FORMATS, RUNTIMES
+from edgepack.export.support import inspect_model
+from edgepack.plan.memory import kv_cache_bytes, resident
+from edgepack.plan.planner import plan, predict
 from tests.conftest import config_dir
 
 # published totals and active parameters per token

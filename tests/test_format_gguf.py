@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
+from edgepack.bundle.kit import load_runner
 from edgepack.errors import UnsupportedModelError, ValidationError
-from edgepack.formats import FORMATS, resolve
-from edgepack.formats import gguf as gguf_format
-from edgepack.kit import load_runner
-from edgepack.support import inspect_model
-from edgepack.validate import validate
+from edgepack.export import gguf as gguf_format
+from edgepack.export.registry import FORMATS, resolve
+from edgepack.export.support import inspect_model
+from edgepack.measure.validate import validate
 from tests.conftest import config_dir
 
 PRECISIONS = [p.name for p in FORMATS["gguf"].precisions]
@@ -99,7 +99,7 @@ def test_decoder_export_validates(default_model, exports, references, precision)
 
 
 def _chat(runner, model_dir) -> list[int]:
-    from edgepack.golden import chat_prompt
+    from edgepack.measure.golden import chat_prompt
 
     return runner.tokenize(chat_prompt(model_dir, QUESTION))
 
@@ -247,9 +247,9 @@ def test_mixed_keeps_the_first_and_last_block_at_q8_0(default_model, exports):
 def test_importance_matrix_from_the_calibration_text(default_model, exports, references):
     from gguf import GGUFReader
 
-    from edgepack import calibration as cal
     from edgepack.cache import cache_root
-    from edgepack.exports import export_cached
+    from edgepack.export.export_cache import export_cached
+    from edgepack.measure import calibration_text as cal
 
     text = cal.builtin_text()
     start = time.perf_counter()

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
+from edgepack.bundle.kit import load_runner
 from edgepack.errors import UnsupportedModelError, ValidationError
-from edgepack.formats import FORMATS
-from edgepack.formats.onnx_quantize import block_size
-from edgepack.kit import load_runner
-from edgepack.validate import validate
+from edgepack.export.onnx_quantize import block_size
+from edgepack.export.registry import FORMATS
+from edgepack.measure.validate import validate
 
 ONNX = FORMATS["onnx"]
 PRECISIONS = [p.name for p in ONNX.precisions]
@@ -43,8 +43,8 @@ def test_block_size_divides_the_matmul_inputs():
 
 
 def test_check_refuses_an_architecture_onnx_cannot_export(default_model):
-    from edgepack.formats.onnx import check
-    from edgepack.support import inspect_model
+    from edgepack.export.onnx import check
+    from edgepack.export.support import inspect_model
 
     facts = dataclasses.replace(
         inspect_model(default_model), model_type="mamba", architecture="MambaForCausalLM"

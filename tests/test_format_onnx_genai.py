@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from edgepack.bundle.kit import load_runner
 from edgepack.errors import ExportError, UnsupportedModelError, ValidationError
-from edgepack.formats import FORMATS
-from edgepack.kit import load_runner
-from edgepack.validate import validate
+from edgepack.export.registry import FORMATS
+from edgepack.measure.validate import validate
 from tests.conftest import run_cli
 
 GENAI = FORMATS["onnx-genai"]
@@ -29,8 +29,8 @@ REFUSED = {"int4": "top-1 agreement"}
 
 
 def test_check_refuses_an_encoder_and_an_unknown_architecture(default_model, encoder_model):
-    from edgepack.formats.onnx_genai import check
-    from edgepack.support import inspect_model
+    from edgepack.export.onnx_genai import check
+    from edgepack.export.support import inspect_model
 
     with pytest.raises((UnsupportedModelError, ExportError)):
         check(inspect_model(encoder_model), GENAI.precision("fp32"))
@@ -42,7 +42,7 @@ def test_check_refuses_an_encoder_and_an_unknown_architecture(default_model, enc
 
 
 def test_support_reads_the_builders_architectures():
-    from edgepack.formats.onnx_genai import builder_architectures
+    from edgepack.export.onnx_genai import builder_architectures
 
     names = builder_architectures()
     assert {"LlamaForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"} <= set(names)

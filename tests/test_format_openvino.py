@@ -11,13 +11,13 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from edgepack.bundle.kit import load_runner
 from edgepack.errors import ExportError, UnsupportedModelError, ValidationError
-from edgepack.formats import FORMATS, resolve
-from edgepack.formats import openvino as ov_format
-from edgepack.kit import load_runner
-from edgepack.support import inspect_model
-from edgepack.texts import TOKENIZER_PROBES
-from edgepack.validate import validate
+from edgepack.export import openvino as ov_format
+from edgepack.export.registry import FORMATS, resolve
+from edgepack.export.support import inspect_model
+from edgepack.measure.probes import TOKENIZER_PROBES
+from edgepack.measure.validate import validate
 from tests.conftest import config_dir
 
 OPENVINO = FORMATS["openvino"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.quality import eval_text
+from edgepack.measure.quality import eval_text
 from tests.conftest import PROFILES, run_cli
 
 # above the default model's gguf q4_0 and below the lower bound of q4_k_m (its mixed variant);

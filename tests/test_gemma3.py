@@ -39,7 +39,7 @@ def vocab_llama(source_gguf):
 
 
 def test_directory_is_the_gemma3_text_model(gemma3_model):
-    from edgepack.support import inspect_model
+    from edgepack.export.support import inspect_model
 
     facts = inspect_model(gemma3_model)
     assert (facts.model_type, facts.num_layers, facts.hidden_size) == ("gemma3_text", 18, 640)
@@ -82,7 +82,7 @@ def test_directory_computes_what_the_gguf_computes(gemma3_model, source_gguf):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgepack.evaltext import eval_text
+    from edgepack.measure.eval_text import eval_text
 
     text = eval_text()[1][:2000]
     tok = AutoTokenizer.from_pretrained(gemma3_model)

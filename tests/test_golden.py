@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from edgepack.golden import golden_outputs as _golden
-from edgepack.kit import devicekit, load_runner
-from edgepack.support import inspect_model
+from edgepack.bundle.kit import devicekit, load_runner
+from edgepack.export.support import inspect_model
+from edgepack.measure.golden import golden_outputs as _golden
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from edgepack.kit import check_module, gpu_module
+from edgepack.bundle.kit import check_module, gpu_module
 from tests.conftest import run_cli
 
 gpu = gpu_module()

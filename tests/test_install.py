@@ -4,7 +4,7 @@ tier, real resolutions against the package index."""
 
 import pytest
 
-from edgepack.install import (
+from edgepack.bundle.install import (
     InstallError,
     cmake_args,
     keep_installable,
@@ -13,9 +13,9 @@ from edgepack.install import (
     requirements,
     resolve,
 )
-from edgepack.planner import plan
-from edgepack.profiles import load_profile, parse_profile
-from edgepack.support import inspect_model
+from edgepack.device.profiles import load_profile, parse_profile
+from edgepack.export.support import inspect_model
+from edgepack.plan.planner import plan
 from tests.conftest import PROFILES, config_dir
 
 

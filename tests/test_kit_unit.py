@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edgepack.kit import devicekit, manifest_keys
-from edgepack.manifest import Manifest
+from edgepack.bundle.kit import devicekit, manifest_keys
+from edgepack.bundle.manifest import Manifest
 
 dk = devicekit()
 K = manifest_keys()
@@ -127,7 +127,7 @@ def test_manifest_refuses_unknown_and_missing_keys(change):
 
 
 def test_check_py_reads_the_kits_keys():
-    from edgepack.kit import check_module, kit_dir
+    from edgepack.bundle.kit import check_module, kit_dir
 
     assert check_module().K is K or check_module().K.ALL == K.ALL
     source = (kit_dir() / "check.py").read_text()

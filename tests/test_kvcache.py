@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.formats.registry import RUNTIMES
-from edgepack.planner import plan
-from edgepack.profiles import parse_profile
-from edgepack.support import inspect_model
+from edgepack.device.profiles import parse_profile
+from edgepack.export.registry import RUNTIMES
+from edgepack.export.support import inspect_model
+from edgepack.plan.planner import plan
 from tests.conftest import PROFILES, config_dir, run_cli
 
 SMOLLM = inspect_model(config_dir("smollm2-135m"))
@@ -49,7 +49,7 @@ def test_only_runtimes_that_offer_one_get_a_smaller_kv_cache():
     assert {c.runtime for c in p.candidates if c.kv_cache} == {"llama.cpp"}
     assert not RUNTIMES["openvino"].kv_options  # its CPU plugin holds u8 already
     # a plan round-trips with the dimension
-    from edgepack.planner import Plan
+    from edgepack.plan.planner import Plan
 
     again = Plan.from_dict(p.to_dict())
     assert [c.kv_cache for c in again.candidates] == [c.kv_cache for c in p.candidates]

@@ -1,4 +1,4 @@
-"""The memory model (edgepack.memory): what each runtime holds, from real model configs."""
+"""The memory model (edgepack.plan.memory): what each runtime holds, from real model configs."""
 
 import re
 import subprocess
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from edgepack import memory
-from edgepack.formats.registry import FORMATS, RUNTIMES
-from edgepack.support import inspect_model
+from edgepack.export.registry import FORMATS, RUNTIMES
+from edgepack.export.support import inspect_model
+from edgepack.plan import memory
 from tests.conftest import config_dir
 
 SMOLLM = inspect_model(config_dir("smollm2-135m"))  # 30 layers, 3 KV heads of 64, tied
@@ -149,7 +149,7 @@ def test_students_hold_fewer_layers():
 
 def test_memory_imports_no_backend():
     code = (
-        "import sys, edgepack.memory; "
+        "import sys, edgepack.plan.memory; "
         "heavy = {'torch', 'transformers', 'openvino', 'onnxruntime', 'llama_cpp'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )

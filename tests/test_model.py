@@ -9,8 +9,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from edgepack.errors import ModelError, UnsupportedModelError
-from edgepack.formats.registry import FORMATS
-from edgepack.support import inspect_model
+from edgepack.export.registry import FORMATS
+from edgepack.export.support import inspect_model
 from tests.conftest import config_dir
 
 KNOWN = {

@@ -6,10 +6,10 @@ import tomllib
 
 import pytest
 
-from edgepack.planner import Plan, plan
-from edgepack.profiles import load_profile, parse_profile
-from edgepack.students import student_sizes
-from edgepack.support import inspect_model
+from edgepack.device.profiles import load_profile, parse_profile
+from edgepack.export.support import inspect_model
+from edgepack.plan.planner import Plan, plan
+from edgepack.plan.students import student_sizes
 from tests.conftest import PROFILES, config_dir
 
 GB = 1e9
@@ -255,7 +255,7 @@ def test_planner_does_no_io(monkeypatch):
 
 
 def test_encoder_plan_has_no_kv_cache_or_decode():
-    from edgepack.model import ModelFacts
+    from edgepack.model.facts import ModelFacts
 
     bert = ModelFacts(
         path=None,

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from edgepack.device.profiles import builtin_names, load_profile, parse_profile
 from edgepack.errors import ProfileError
-from edgepack.profiles import builtin_names, load_profile, parse_profile
 from tests.conftest import PROFILES
 
 

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from edgepack import bundle
-from edgepack.bundle import (
+from edgepack.bundle import publish as bundle
+from edgepack.bundle.kit import check_module, kit_dir
+from edgepack.bundle.publish import (
     clean_leftovers,
     exchange,
     publish,
@@ -18,13 +19,12 @@ from edgepack.bundle import (
     unpack,
     write_manifest,
 )
-from edgepack.kit import check_module, kit_dir
 
 CRASHING_PUBLISH = r"""
 import os, sys
 from pathlib import Path
-from edgepack import bundle
-from edgepack.kit import kit_dir
+from edgepack.bundle import publish as bundle
+from edgepack.bundle.kit import kit_dir
 
 out, crash_at, mode, step_kind = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 dest = out / "demo-edge"

@@ -7,10 +7,10 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from edgepack import quality as q
+from edgepack.bundle.kit import load_runner
 from edgepack.errors import EdgepackError
-from edgepack.kit import load_runner
-from edgepack.quality import chunks, eval_text, measure, reference_eval, scored
+from edgepack.measure import quality as q
+from edgepack.measure.quality import chunks, eval_text, measure, reference_eval, scored
 from tests.conftest import ROOT
 
 

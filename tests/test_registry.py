@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 
-from edgepack.formats import FORMATS
-from edgepack.modelconfig import ENCODERS
+from edgepack.export.registry import FORMATS
+from edgepack.model.config import ENCODERS
 
 
 def _parametrized(fn, name):
@@ -30,7 +30,7 @@ def test_every_registry_row_has_an_end_to_end_test(format_name):
 
 
 def test_every_format_module_implements_the_interface():
-    from edgepack.formats.base import exporter
+    from edgepack.export.base import exporter
 
     for name in FORMATS:
         module = exporter(name)

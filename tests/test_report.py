@@ -6,9 +6,9 @@ import itertools
 import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
-from edgepack import report_svg
-from edgepack.report import render, write_report
-from edgepack.report_svg import Box, pareto_front, place_labels
+from edgepack.bundle import report_svg
+from edgepack.bundle.report import render, write_report
+from edgepack.bundle.report_svg import Box, pareto_front, place_labels
 
 S = "{http://www.w3.org/2000/svg}"
 CHAR_W, ASCENT, DESCENT = 6.5, 10, 3  # 11 px text: ~6.5 px a character, the box round its line
@@ -401,7 +401,7 @@ def tasks_of(accuracy, reference, by_category):
 
 
 def test_task_accuracy_table_per_category_and_candidate():
-    from edgepack.tables import task_lines
+    from edgepack.cli.tables import task_lines
 
     a, b = make_row("gguf", "q8_0", 140, 0.99), make_row("gguf", "q4_0", 90, 0.9)
     a["measured"]["tasks"] = tasks_of(0.6, 0.6, {"factual": (30, 0.6, 0.6), "long": (10, 0.6, 0.0)})

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from edgepack.kit import devicekit, load_runner
+from edgepack.bundle.kit import devicekit, load_runner
 
 pytestmark = pytest.mark.integration
 

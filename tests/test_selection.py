@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.planner import Candidate, Prediction
-from edgepack.profiles import load_profile, parse_profile
-from edgepack.ranking import dominates, rank_key
-from edgepack.selection import Trial, choose, gate, gate_message, mixed_fallback
+from edgepack.build.selection import Trial, choose, gate, gate_message, mixed_fallback
+from edgepack.device.profiles import load_profile, parse_profile
+from edgepack.plan.planner import Candidate, Prediction
+from edgepack.plan.ranking import dominates, rank_key
 
 MB = 1_000_000
 
@@ -193,8 +193,8 @@ def test_rank_key_tolerance_and_ties():
 
 
 def test_mixed_fallback_follows_a_4_bit_miss_of_the_lower_bound():
-    from edgepack.planner import plan
-    from edgepack.support import inspect_model
+    from edgepack.export.support import inspect_model
+    from edgepack.plan.planner import plan
     from tests.conftest import config_dir
 
     p = plan(inspect_model(config_dir("smollm2-135m")), profile(floor=0.5))
@@ -207,8 +207,8 @@ def test_mixed_fallback_follows_a_4_bit_miss_of_the_lower_bound():
 
 
 def test_gate_message_names_the_best_measured_and_the_floor():
-    from edgepack.planner import plan
-    from edgepack.support import inspect_model
+    from edgepack.export.support import inspect_model
+    from edgepack.plan.planner import plan
     from tests.conftest import config_dir
 
     prof = profile(floor=0.999)

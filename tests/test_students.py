@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from edgepack.make_student import student_message
-from edgepack.planner import plan
-from edgepack.profiles import load_profile
-from edgepack.student_report import REPORT_FILE, student_text
-from edgepack.students import (
+from edgepack.compress.make_student import student_message
+from edgepack.compress.student_report import REPORT_FILE, student_text
+from edgepack.device.profiles import load_profile
+from edgepack.export.support import inspect_model
+from edgepack.plan.planner import plan
+from edgepack.plan.students import (
     MEASURED,
     MEASURED_ON_PARAMETERS,
     Student,
@@ -17,7 +18,6 @@ from edgepack.students import (
     student_loss,
     students,
 )
-from edgepack.support import inspect_model
 from tests.conftest import config_dir
 
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edgepack.task_scoring import TaskReference, retention, retention_interval, summarise
-from edgepack.tasks import TaskError, is_correct, load_tasks, normalise, parse_row
+from edgepack.measure.task_scoring import TaskReference, retention, retention_interval, summarise
+from edgepack.measure.tasks import TaskError, is_correct, load_tasks, normalise, parse_row
 
 
 def write(tmp_path, rows, name="mine.jsonl"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edgepack.errors import ValidationError
-from edgepack.reference import Reference
-from edgepack.validate import validate
+from edgepack.measure.reference import Reference
+from edgepack.measure.validate import validate
 
 INPUTS = [[1, 2, 3], [4, 5, 6, 7]]
 

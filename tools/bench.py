@@ -32,14 +32,14 @@ Threads: every core this process may run on (sched_getaffinity) for every varian
 decode (llama-cpp-python's n_threads and n_threads_batch); --threads N overrides; --threads 0
 leaves each runtime its own default (llama-cpp-python's is half the cores).
 Before and after calibration, per bundle: the planner's prior (manifest "predicted"), the
-build's calibrated device prediction (manifest "device_prediction"), edgepack.calibrate's
-prediction from this run's check for --target (default: the manifest's target), and the check's
-measurement.
+build's calibrated device prediction (manifest "device_prediction"),
+edgepack.plan.speed_calibration's prediction from this run's check for --target (default: the
+manifest's target), and the check's measurement.
 Quality: perplexity, KL and top-1 agreement of the bundle's runner on the evaluation text
-against the fp32 reference (edgepack.quality; the raw runtime runs the same artifact, so its
+against the fp32 reference (edgepack.measure.quality; the raw runtime runs the same artifact, so its
 logits and perplexity are the runner's). Evaluation text: --eval-data, else WikiText-2 test from
 ../shared/data when present, else edgepack's built-in text; its first --eval-tokens tokens
-(default 4096, the cap of edgepack.quality).
+(default 4096, the cap of edgepack.measure.quality).
 Tables go to stdout (or one JSON document with --json); progress goes to stderr.
 """
 
@@ -134,7 +134,7 @@ def prepare_eval(path: str | None, max_tokens: int, tokenizer, scratch: Path) ->
     """The evaluation text, cut after its first max_tokens tokens (so the fp32 reference and the
     runners evaluate the same bounded slice), written where the children read it; and the whole
     text, which the prompts are cut from."""
-    from edgepack.quality import MAX_EVAL_TOKENS, eval_text
+    from edgepack.measure.quality import MAX_EVAL_TOKENS, eval_text
 
     if path is None and WIKITEXT.is_file():
         path = WIKITEXT
@@ -346,7 +346,7 @@ def _bench(args, bundles: list[dict], scratch: Path) -> dict:
         }
         entry["ratios"] = ratios(entry)
         results.append(entry)
-    from edgepack.kit import check_module
+    from edgepack.bundle.kit import check_module
 
     return {
         "host": check_module().host() | {"load_average_1m": [load_before, os.getloadavg()[0]]},

@@ -20,8 +20,10 @@ Variants:
   optimum_ort    optimum `ORTModelForCausalLM.generate` on model/model.onnx
   runner         the bundle's own kit: devicekit.load_runner(...).generate, as check.py runs it
   check          the bundle's own check.py --json, as a device runs it (its own figures)
-  calibrate      the planner's prior, the manifest's and edgepack.calibrate's device prediction
-  reference      the fp32 PyTorch reference on the evaluation text (edgepack.quality, cached)
+  calibrate      the planner's prior, the manifest's and edgepack.plan.speed_calibration's
+                 device prediction
+  reference      the fp32 PyTorch reference on the evaluation text (edgepack.measure.quality,
+                 cached)
   quality        perplexity / KL / top-1 of the bundle's runner on the evaluation text
 """
 
@@ -310,7 +312,7 @@ def _eval_reference(spec: dict):
     from pathlib import Path
 
     from edgepack.cache import cache_root
-    from edgepack.quality import cached_reference_eval
+    from edgepack.measure.quality import cached_reference_eval
 
     with open(spec["eval_path"], encoding="utf-8") as fh:
         text = fh.read()
@@ -331,7 +333,7 @@ def reference_variant(spec: dict) -> dict:
 
 
 def quality_variant(spec: dict) -> dict:
-    from edgepack.quality import measure
+    from edgepack.measure.quality import measure
 
     ref = _eval_reference(spec)  # cached by the reference process: no torch here
     start = time.perf_counter()
@@ -375,8 +377,8 @@ def check_variant(spec: dict) -> dict:
 def calibrate_variant(spec: dict) -> dict:
     """Before and after calibration for one bundle and target (spec "target": a profile name or
     file; None: the manifest's): the planner's prior, the build's calibrated device prediction,
-    edgepack.calibrate's prediction from spec "measured" (a check's figures; this host's
-    bandwidth probe runs here) and that measurement."""
+    edgepack.plan.speed_calibration's prediction from spec "measured" (a check's figures; this
+    host's bandwidth probe runs here) and that measurement."""
     with open(os.path.join(spec["bundle"], "manifest.json"), encoding="utf-8") as fh:
         manifest = json.load(fh)
     keys = ("decode_tokens_per_s", "first_token_ms", "memory_bytes")
@@ -402,18 +404,18 @@ def calibrate_variant(spec: dict) -> dict:
 
 
 def _calibrated(spec: dict, manifest: dict, keys: tuple) -> dict:
-    from edgepack.calibrate import device_prediction, host_machine
-    from edgepack.formats.registry import FORMATS
-    from edgepack.planner import Candidate, Prediction, predict
-    from edgepack.profiles import load_profile, parse_profile
-    from edgepack.support import inspect_model
+    from edgepack.device.profiles import load_profile, parse_profile
+    from edgepack.export.registry import FORMATS
+    from edgepack.export.support import inspect_model
+    from edgepack.plan.planner import Candidate, Prediction, predict
+    from edgepack.plan.speed_calibration import device_prediction, host_machine
 
     facts = inspect_model(manifest["source_model"]["path"])
     if spec.get("target"):
         profile = load_profile(spec["target"])
     else:
         profile = parse_profile(manifest["target"], source="the bundle's manifest")
-    c = manifest["plan"]  # rebuilt as edgepack.planner.Plan.from_dict does
+    c = manifest["plan"]  # rebuilt as edgepack.plan.planner.Plan.from_dict does
     fields = {**c, "predicted": Prediction(**c["predicted"])}
     fields |= {"reasons": tuple(c["reasons"]), "violations": tuple(c["violations"])}
     candidate = Candidate(**fields)

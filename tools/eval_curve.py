@@ -1,4 +1,4 @@
-"""Retention against evaluation size: the curve behind edgepack.quality.EVAL_SCORED_TOKENS.
+"""Retention against evaluation size: the curve behind edgepack.measure.quality.EVAL_SCORED_TOKENS.
 
     .venv/bin/python tools/eval_curve.py [--model DIR] [--candidates FMT:PREC,...]
         [--sizes N,N,...] [--eval-data FILE] [--kl-check CHUNKS] [--json FILE]
@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgepack import quality as q  # noqa: E402
+from edgepack.measure import quality as q  # noqa: E402
 
 CANDIDATES = "openvino:int4,openvino:int4_mixed,gguf:q4_0,gguf:q4_k_m,onnx:int4,gguf:q8_0"
 SIZES = "512,1024,2048,4096,8192,16384,32768"
@@ -177,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     picks = [tuple(c.split(":")) for c in args.candidates.split(",")]
 
+    from edgepack.bundle.kit import load_runner
     from edgepack.cache import cache_root
-    from edgepack.demo import default_model_dir
-    from edgepack.exports import export_cached
-    from edgepack.kit import load_runner
-    from edgepack.support import inspect_model
+    from edgepack.export.export_cache import export_cached
+    from edgepack.export.support import inspect_model
+    from edgepack.model.default import default_model_dir
 
     model_dir = args.model or default_model_dir()
     facts, cache = inspect_model(model_dir), cache_root()

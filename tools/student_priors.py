@@ -1,4 +1,4 @@
-"""Measure the students' quality priors (edgepack/students.py MEASURED) on the default model.
+"""Measure the students' quality priors (edgepack/plan/students.py MEASURED) on the default model.
 
 For each student: make it with edgepack's own commands (prune + distill --student for width,
 distill --layers for depth), heal it for --steps steps of 4 x 256 tokens of the built-in
@@ -98,7 +98,7 @@ def measure(name: str, work: Path, steps: int, generate: int = 0) -> dict:
 def _figures(manifest: dict) -> dict:
     """The student's figures; its share of the teacher's block parameters from the parameter
     counts (a depth or width student loses block parameters only)."""
-    from edgepack.support import inspect_model
+    from edgepack.export.support import inspect_model
 
     q = manifest["quality"]
     teacher = inspect_model(Path(manifest["distillation"]["teacher"]))

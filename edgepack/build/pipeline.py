@@ -1,0 +1,355 @@
+"""`edgepack build`: plan, export, validate, write one bundle per target, check it on this host.
+
+Flow per target: plan(facts, profile) -> the chosen candidate (or the --format/--precision
+override) -> export (shared between targets that chose the same variant) -> validation against
+the PyTorch fp32 reference (fatal) -> golden outputs -> bundle in a staging directory -> the
+bundle's own check.py in a subprocess on this host -> recorded in the manifest -> atomic rename
+and tarball.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..bundle.install import keep_installable
+from ..bundle.kit import load_runner
+from ..bundle.publish import publish, write_manifest
+from ..bundle.report import write_report
+from ..compress.make_student import distil_student, student_message
+from ..device.profiles import Profile
+from ..errors import EdgepackError, QualityError, StudentRequired
+from ..export.base import check_supported
+from ..export.export_cache import export_cached, forget
+from ..export.support import inspect_model
+from ..liblog import terminal
+from ..measure.calibration_text import calibration_text
+from ..measure.golden import golden_outputs
+from ..measure.kvcache import kv_cache_effect
+from ..measure.quality import EVAL_SCORED_TOKENS, cached_reference_eval, eval_text
+from ..measure.quality import measure as measure_quality
+from ..measure.reference import reference
+from ..measure.task_scoring import score as score_tasks
+from ..measure.validate import validate
+from ..model.default import model_name
+from ..model.facts import ModelFacts
+from ..plan.planner import plan
+from ..plan.speed_calibration import device_prediction, host_machine, record
+from ..progress import Steps
+from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
+from .settings import runtime_settings
+from .stage import stage
+
+__all__ = ["build", "select"]
+
+
+@dataclass
+class BuildResult:
+    path: str
+    tarball: str
+    target: str
+    format: str
+    precision: str
+    student_layers: int | None
+    check: dict
+    predicted: dict
+    candidates_measured: list
+    budget: dict = field(default_factory=dict)  # the target's, for report.html
+    device_prediction: dict | None = None
+    student: str | None = None  # what kind of student the bundle holds, in words
+
+
+@dataclass
+class Source:
+    """A model the build exports: the user's model, or a student distilled from it."""
+
+    model_dir: Path
+    facts: ModelFacts
+    teacher: Path | None  # quality is measured against the teacher's when it is a student
+    ref: object = None
+    eval_ref: object = None
+    tasks: object = None  # the --eval-tasks set (edgepack.measure.tasks)
+    task_ref: object = None  # the reference's answers to it (edgepack.measure.task_scoring)
+    prepared: dict = field(default_factory=dict)
+
+    @property
+    def student_layers(self) -> int | None:
+        from ..compress.student_report import student_layers_from
+
+        return student_layers_from(self.model_dir) if self.teacher else None
+
+    @property
+    def student(self) -> str | None:
+        from ..compress.student_report import student_text
+
+        return student_text(self.model_dir) if self.teacher else None
+
+
+def build(
+    model_dir: Path,
+    facts: ModelFacts,
+    profiles: list[Profile],
+    out: Path,
+    format_name: str | None = None,
+    precision_name: str | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: Path | None = None,
+    run_check: bool = True,
+    eval_data: Path | None = None,
+    eval_tokens: int = EVAL_SCORED_TOKENS,
+    candidates: int = 1,
+    calibration: Path | None = None,
+    allow_distill: bool = False,
+    distill_steps: int | None = None,
+    resolve_requirements: bool = True,
+    wheels: bool = False,
+    eval_tasks: Path | str | None = None,
+) -> list[BuildResult]:
+    """Plan, export, validate and measure the candidates of every target; write the chosen.
+
+    A 4-bit candidate that misses the quality floor brings in its mixed-precision variant
+    (the registry's `mixed` row) before the build gives up. A target whose plan needs a
+    distilled student gets one with allow_distill (distilled once, cached), and its candidates
+    are measured against the teacher; without it the build stops before any work, naming the
+    `edgepack distill` command that makes the student."""
+    from ..cache import cache_root
+    from ..compress.student_report import teacher_of
+
+    cache = cache_dir or cache_root()
+    cal_text = calibration_text(calibration)[1] if calibration else None
+    tasks = _task_set(eval_tasks, profiles, facts)
+    main = Source(Path(model_dir), facts, teacher_of(model_dir))
+    plans = [plan(facts, profile) for profile in profiles]
+    overridden = bool(format_name or precision_name)
+    needing = [  # targets whose plan needs a student
+        (profile, p)
+        for profile, p in zip(profiles, plans, strict=True)
+        if not overridden and p.chosen and p.chosen.is_student
+    ]
+    if needing and not allow_distill:
+        profile, p = needing[0]
+        raise StudentRequired(student_message(main.model_dir, profile, p.chosen))
+    needs = {profile.name: p.chosen.student for profile, p in needing}
+    students = {}
+    for student in needs.values():
+        if student not in students:
+            path = distil_student(main.model_dir, student, cache, distill_steps)
+            students[student] = Source(path, inspect_model(path), main.model_dir)
+    todo = []
+    resolutions: dict = {}  # (target, runtime): what the device installs (edgepack.bundle.install)
+    for profile, p in zip(profiles, plans, strict=True):
+        source = main
+        if profile.name in needs:
+            source = students[needs[profile.name]]
+            p = plan(source.facts, profile)
+        picked, forced = select(p, format_name, precision_name, max(1, candidates))
+        if resolve_requirements:  # before any export: a runtime the device cannot install
+            picked = keep_installable(profile, p, picked, forced, cache, resolutions, _say)
+        for c in picked:
+            check_supported(source.facts, c.format)
+        todo.append((source, profile, p, picked, forced))
+
+    text_name, text = eval_text(eval_data)
+    for source in [main, *students.values()]:
+        if not any(s is source for s, *_ in todo):
+            continue
+        source.ref = reference(
+            source.model_dir, source.facts, cache, trust_remote_code=trust_remote_code
+        )
+        if source.facts.kind == "decoder":
+            judge = source.teacher or source.model_dir
+            source.eval_ref = cached_reference_eval(
+                judge, text_name, text, cache, trust_remote_code, eval_tokens
+            )
+            if tasks is not None:
+                source.tasks = tasks
+                source.task_ref = _task_reference(judge, tasks, cache, trust_remote_code, profiles)
+
+    staged: list[Trial] = []
+    chosen: list[tuple[Source, Profile, Trial, list[Trial]]] = []
+    try:
+        for source, profile, p, picked, forced in todo:
+            trials = _trials(
+                source,
+                profile,
+                p,
+                picked,
+                forced,
+                out,
+                cache,
+                cal_text,
+                run_check,
+                staged,
+                resolutions,
+                wheels,
+            )
+            best = choose(profile, trials)
+            if best is None:
+                raise QualityError(gate_message(profile, p, trials))
+            chosen.append((source, profile, best, trials))
+        results = []
+        for source, profile, best, trials in chosen:
+            best.manifest["candidates_measured"] = [t.row(t is best) for t in trials]
+            if best.device_prediction is not None:
+                best.manifest["device_prediction"] = best.device_prediction
+            write_manifest(best.staging, best.manifest)
+            dest = out / f"{model_name(source.model_dir)}-{profile.name}"
+            path, tarball = publish(best.staging, dest)
+            c = best.candidate
+            results.append(
+                BuildResult(
+                    str(path),
+                    str(tarball),
+                    profile.name,
+                    c.format,
+                    c.precision,
+                    source.student_layers,
+                    best.check,
+                    asdict(c.predicted),
+                    best.manifest["candidates_measured"],
+                    profile.budget.model_dump(mode="json"),
+                    best.device_prediction,
+                    source.student,
+                )
+            )
+        write_report(out, model_name(model_dir), results)
+        return results
+    finally:
+        for trial in staged:
+            shutil.rmtree(trial.staging, ignore_errors=True)
+
+
+def _trials(
+    source, profile, p, picked, forced, out, cache, cal_text, run_check, staged, resolutions, wheels
+) -> list[Trial]:
+    """Export, validate, measure and stage the picked candidates of one target, and the
+    mixed-precision variants of the 4-bit ones that miss the floor. Every staged trial is also
+    added to `staged`, which build() removes at the end whatever happens."""
+    trials: list[Trial] = []
+    queue = list(picked)
+    fallback_for: dict[tuple[str, str], str] = {}
+    while queue:
+        candidate = queue.pop(0)
+        context = profile.budget.context_tokens
+        # the runner's settings change what is measured (a KV-cache type, at this context)
+        key = (candidate.format, candidate.precision, candidate.kv_cache and context)
+        steps = Steps(f"{profile.name}: {candidate.label}", total=6)
+        if key not in source.prepared:
+            source.prepared[key] = _export_validate_measure(
+                source, candidate, cache, steps, cal_text, context
+            )
+        else:
+            steps.advance("export reused", 3)
+        artifact, figures, quality = source.prepared[key]
+        dest = out / f"{model_name(source.model_dir)}-{profile.name}"
+        trial = stage(
+            dest,
+            artifact,
+            dict(figures),
+            quality,
+            source,
+            profile,
+            candidate,
+            forced,
+            steps,
+            run_check,
+            resolutions.get((profile.name, candidate.runtime)),
+            wheels,
+        )
+        trial.fallback_for = fallback_for.get(key[:2])
+        if source.facts.kind == "decoder":
+            host = host_machine()
+            trial.device_prediction = device_prediction(
+                source.facts, profile, candidate, trial.measured, host
+            )
+            eff = trial.device_prediction["calibration"]
+            if eff and trial.check.get("verdict") != "ERROR":
+                record(cache, host, candidate.runtime, candidate.precision, eff, dest.name)
+        staged.append(trial)
+        trials.append(trial)
+        steps.close()
+        tried = [t.candidate for t in trials] + queue
+        fallback = mixed_fallback(p, profile, trial, tried)
+        if fallback is not None:
+            print(
+                f"{profile.name}: {candidate.label} keeps {interval_text(quality)}, under "
+                f"the floor {profile.budget.min_quality:g}; trying its mixed-precision "
+                f"variant {fallback.label}",
+                file=terminal(),
+            )
+            queue.append(fallback)
+            fallback_for[(fallback.format, fallback.precision)] = candidate.label
+    return trials
+
+
+def _task_set(eval_tasks, profiles, facts):
+    """The --eval-tasks set; an error where a target's floor judges task accuracy without one,
+    or where the model generates no text to answer with (an encoder)."""
+    from ..measure.tasks import load_tasks
+
+    judging = [p.name for p in profiles if p.budget.quality_metric == "tasks"]
+    if (eval_tasks is not None or judging) and facts.kind != "decoder":
+        raise EdgepackError(
+            'task accuracy (--eval-tasks, budget.quality_metric = "tasks") measures '
+            f"decoders; this model is a {facts.kind}, judged by its embeddings' cosine"
+        )
+    if eval_tasks is not None:
+        return load_tasks(eval_tasks)
+    if judging:
+        raise EdgepackError(
+            f'{judging[0]}\'s floor judges task accuracy (budget.quality_metric = "tasks"): '
+            "pass --eval-tasks FILE.jsonl, or --eval-tasks builtin for edgepack's own set"
+        )
+    return None
+
+
+def _task_reference(model_dir, tasks, cache, trust, profiles):
+    from ..measure.task_scoring import reference_tasks
+
+    ref = reference_tasks(model_dir, tasks, cache, trust)
+    if not any(ref.correct) and any(p.budget.quality_metric == "tasks" for p in profiles):
+        raise EdgepackError(
+            f"the fp32 reference answers none of the {len(ref.correct)} tasks of {tasks.name} "
+            "right, so task accuracy has no retention to judge; give tasks the model can do, "
+            'or judge perplexity (budget.quality_metric = "perplexity")'
+        )
+    return ref
+
+
+def _say(line: str) -> None:
+    print(line, file=terminal())
+
+
+def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, context: int):
+    model_dir, facts = source.model_dir, source.facts
+    steps.advance(f"exporting {candidate.format} {candidate.precision}")
+    artifact = export_cached(
+        model_dir, facts, candidate.format, candidate.precision, cache, steps.note, cal_text
+    )
+    steps.advance("validating against the fp32 reference")
+    settings = runtime_settings(candidate)
+    runner = load_runner(artifact.runtime, artifact.path, **settings)
+    try:
+        figures = validate(runner, source.ref, candidate.bits)
+    except EdgepackError:
+        forget(artifact)
+        raise
+    steps.advance("measuring quality in the runtime")
+    if source.eval_ref is not None:
+        quality = measure_quality(runner, source.eval_ref).to_dict()
+        if source.teacher is not None:
+            quality["judged_against"] = "teacher"
+    else:  # encoders: the lowest cosine similarity of sentence embeddings to the reference
+        quality = {"retention": figures["embedding_cosine_min"], "metric": "embedding cosine"}
+    if source.task_ref is not None:
+        steps.note(f"answering {len(source.task_ref.items)} tasks in the runtime")
+        quality["tasks"] = score_tasks(runner, source.task_ref, source.tasks, cache)
+    figures["golden"] = golden_outputs(runner, model_dir, facts)
+    del runner
+    if settings.get("kv_cache") and source.eval_ref is not None:
+        steps.note(f"measuring the {settings['kv_cache']} KV cache at the target's context")
+        quality["kv_cache"] = kv_cache_effect(
+            artifact, settings["kv_cache"], source.eval_ref.ids, context, facts.vocab_size
+        )
+    return artifact, figures, quality

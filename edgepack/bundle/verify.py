@@ -1,0 +1,71 @@
+"""`edgepack verify`: safe unpack of a bundle tarball, then the bundle's own check (the same
+subprocess a build runs on each staged bundle)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..device.profiles import Profile
+from ..errors import VerificationError
+from .publish import clean_leftovers, unpack
+
+
+def verify(
+    bundle: Path,
+    profile: Profile | None = None,
+    keep: bool = False,
+    check_args: list[str] | None = None,
+) -> dict:
+    """Run the bundle's check.py (after unpacking a tarball into a fresh directory).
+
+    The bundle's directory is first repaired if a build died while publishing there (a retired
+    bundle back in place, a finished tarball moved in: see bundle.py). The scratch directory is
+    kept with --keep only when it holds a bundle unpacked whole; otherwise it is removed."""
+    if bundle.parent.is_dir():
+        clean_leftovers(bundle.parent)
+    if not bundle.exists():
+        raise VerificationError(f"{bundle} does not exist")
+    scratch = Path(tempfile.mkdtemp(prefix="edgepack-verify-"))
+    unpacked = False
+    try:
+        if bundle.is_dir():
+            root = bundle
+        elif bundle.name.endswith((".tar.gz", ".tgz")):
+            root = unpack(bundle, scratch / "bundle")
+            unpacked = True
+        else:
+            raise VerificationError(f"{bundle} is neither a bundle directory nor a .tar.gz")
+        if not (root / "check.py").is_file():
+            raise VerificationError(f"{root} has no check.py: not an edgepack bundle")
+        extra = list(check_args or [])
+        if profile is not None:
+            budget_file = scratch / "profile.json"
+            budget_file.write_text(json.dumps(profile.to_dict()))
+            extra += ["--profile", str(budget_file)]
+        report = run_bundle_check(root, extra)
+        report["unpacked_to"] = str(root) if keep and unpacked else None
+        return report
+    finally:
+        if not (keep and unpacked):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_bundle_check(bundle: Path, extra: list[str] | None = None) -> dict:
+    """The bundle's own check.py --json in a fresh interpreter: its report and exit code."""
+    proc = subprocess.run(
+        [sys.executable, str(bundle / "check.py"), "--json", *(extra or [])],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"pass": False, "verdict": "ERROR", "error": f"check.py crashed: {tail}"}
+    report["exit_code"] = proc.returncode
+    return report

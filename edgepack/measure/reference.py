@@ -1,0 +1,144 @@
+"""The PyTorch fp32 reference that exports are validated against, computed once and cached.
+
+For a decoder: the source tokenizer's ids of the probe strings, fp32 next-token logits for
+inputs of different lengths, and the reference's top-1 token at every position of a longer text.
+For an encoder: mean-pooled sentence embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import content_key
+from ..model.facts import ModelFacts
+from .probes import AGREEMENT_TEXT, ENCODER_SENTENCES, LOGIT_INPUTS, TOKENIZER_PROBES
+
+
+@dataclass
+class Reference:
+    probes: dict[str, list[int]]  # text -> source tokenizer ids, no special tokens
+    inputs: list[list[int]]  # decoder: ids of LOGIT_INPUTS
+    logits: list[np.ndarray]  # decoder: [len, vocab] fp32 logits per input
+    agreement_ids: list[int]  # decoder: ids of AGREEMENT_TEXT
+    agreement_top1: np.ndarray  # decoder: reference argmax at each position
+    agreement_logits: np.ndarray  # decoder: [len, vocab] reference logits of AGREEMENT_TEXT
+    sentences: list[str]  # encoder
+    embeddings: np.ndarray  # encoder: [n, hidden]
+    start: list[int] = field(default_factory=list)  # decoder: ids a fresh context begins with
+
+
+def start_ids(tok) -> list[int]:
+    """What the source tokenizer puts before every text (Gemma's <bos>; nothing for SmolLM2):
+    the reference, like the kit's runners, begins every fresh context with it."""
+    from ..bundle.kit import devicekit
+
+    encode = lambda text, special: tok(text, add_special_tokens=special)["input_ids"]  # noqa: E731
+    return devicekit().leading_ids(encode)
+
+
+model_key = content_key  # the reference, exports and evaluations are keyed by content
+
+
+def reference(model_dir: Path, facts: ModelFacts, cache_dir: Path, trust_remote_code=False):
+    """The reference for model_dir, from cache_dir when it was computed before."""
+    path = Path(cache_dir) / "references" / f"{model_key(model_dir)}.npz"
+    if path.exists():
+        ref = _load(path)
+        if ref is not None:
+            return ref
+    ref = _compute(Path(model_dir), facts, trust_remote_code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    _save(ref, tmp)
+    tmp.replace(path)
+    return ref
+
+
+def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Reference:
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    probes = {t: tok(t, add_special_tokens=False)["input_ids"] for t in TOKENIZER_PROBES}
+    empty = np.zeros((0,), dtype=np.float32)
+    with torch.inference_mode():
+        if facts.kind == "encoder":
+            model = AutoModel.from_pretrained(
+                model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
+            ).eval()
+            batch = tok(list(ENCODER_SENTENCES), padding=True, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            emb = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
+            return Reference(probes, [], [], [], empty, empty, list(ENCODER_SENTENCES), emb)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            trust_remote_code=trust_remote_code,
+        ).eval()
+
+        start = start_ids(tok)
+
+        def run(ids: list[int]) -> np.ndarray:
+            logits = model(torch.tensor([start + list(ids)])).logits[0, len(start) :]
+            return logits.float().numpy()
+
+        inputs = [tok(t, add_special_tokens=False)["input_ids"] for t in LOGIT_INPUTS]
+        logits = [run(ids) for ids in inputs]
+        agreement_ids = tok(AGREEMENT_TEXT, add_special_tokens=False)["input_ids"]
+        agreement_logits = run(agreement_ids)
+    return Reference(
+        probes,
+        inputs,
+        logits,
+        agreement_ids,
+        agreement_logits.argmax(-1),
+        agreement_logits,
+        [],
+        empty,
+        start,
+    )
+
+
+def _save(ref: Reference, path: Path) -> None:
+    meta = {
+        "probes": ref.probes,
+        "inputs": ref.inputs,
+        "agreement_ids": ref.agreement_ids,
+        "sentences": ref.sentences,
+        "start": ref.start,
+    }
+    arrays = {f"logits_{i}": a for i, a in enumerate(ref.logits)}
+    np.savez(
+        path,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        agreement_top1=ref.agreement_top1,
+        agreement_logits=ref.agreement_logits,
+        embeddings=ref.embeddings,
+        **arrays,
+    )
+
+
+def _load(path: Path) -> Reference | None:
+    """The cached reference, or None when it predates a field (it is computed again)."""
+    with np.load(path) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        if "start" not in meta:
+            return None
+        logits = [data[f"logits_{i}"] for i in range(len(meta["inputs"]))]
+        return Reference(
+            probes=meta["probes"],
+            inputs=meta["inputs"],
+            logits=logits,
+            agreement_ids=meta["agreement_ids"],
+            agreement_top1=data["agreement_top1"],
+            agreement_logits=data["agreement_logits"],
+            sentences=meta["sentences"],
+            embeddings=data["embeddings"],
+            start=meta["start"],
+        )

@@ -1,0 +1,87 @@
+"""What would make a plan when nothing fits: the smallest memory budget, the best student that
+misses only its quality prior, or the largest depth student that fits. Pure, like the planner:
+`evaluate` is the planner's candidate evaluation."""
+
+from __future__ import annotations
+
+import math
+
+from ..device.profiles import Profile
+from ..export.registry import FORMATS
+from ..model.facts import ModelFacts
+
+GB = 1e9
+
+MEMORY_CODES = frozenset({"memory", "vram", "disk"})
+UNRUNNABLE_CODES = frozenset({"runtime", "device"})
+
+
+def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> dict:
+    """What would make a plan: the smallest memory budget, or the student size, that fits."""
+    runnable = [c for c in candidates if not UNRUNNABLE_CODES & set(c.violations)]
+    only_size = [c for c in runnable if set(c.violations) <= MEMORY_CODES]
+    pool = (
+        only_size
+        or [c for c in runnable if "quality" not in c.violations]
+        or runnable
+        or candidates
+    )
+    smallest = min(pool, key=lambda c: c.predicted.memory_bytes)
+    memory_gb = math.ceil(smallest.predicted.memory_bytes / GB * 100) / 100
+    budget_key = "accelerator_memory_gb" if smallest.device == "gpu" else "memory_gb"
+    student = _largest_student_that_fits(facts, profile, evaluate)
+    hint = f"{budget_key} >= {memory_gb:g} ({smallest.label})"
+    binding = sorted({v for v in smallest.violations if v not in MEMORY_CODES})
+    if binding:
+        hint += f", which also misses: {', '.join(binding)}"
+    under_floor = [c for c in candidates if c.is_student and set(c.violations) == {"quality"}]
+    if under_floor:  # a student fits every budget but the floor, on its prior
+        best = max(under_floor, key=lambda c: c.predicted.quality)
+        hint += (
+            f", or a student: {best.label} fits, but its quality prior "
+            f"{best.predicted.quality:.3f} after distillation on the built-in text is under the "
+            f"floor {profile.budget.min_quality:g} (more training text, `edgepack distill "
+            "--data` or `--generate`, may raise it; its report measures it)"
+        )
+    elif student:
+        hint += (
+            f", or a student of at most {student} layers, which fits {budget_key} "
+            f"{getattr(profile.budget, budget_key):g} (quality to be measured after distillation)"
+        )
+    return {
+        budget_key: memory_gb,
+        "candidate": {
+            "format": smallest.format,
+            "precision": smallest.precision,
+            "student_layers": smallest.student_layers,
+            "pruned_mlp": smallest.pruned_mlp,
+        },
+        "student_layers": student,
+        "message": f"nothing fits {profile.name}: it would need {hint}",
+    }
+
+
+def _largest_student_that_fits(facts: ModelFacts, profile: Profile, evaluate) -> int | None:
+    """The most layers any runnable format and precision fits into the memory and disk budgets
+    (memory grows with the layers kept: a binary search)."""
+    if facts.kind != "decoder":
+        return None
+
+    def fits(layers: int) -> bool:
+        for fmt in FORMATS.values():
+            if fmt.name not in facts.formats:
+                continue
+            for precision in fmt.precisions:
+                cand = evaluate(facts, profile, fmt, precision, layers)
+                if not (MEMORY_CODES | UNRUNNABLE_CODES) & set(cand.violations):
+                    return True
+        return False
+
+    low, high = 0, facts.num_layers - 1  # fits(low) holds by convention; find the largest
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low or None

@@ -1,0 +1,190 @@
+"""The planner's predictions for one candidate: memory, disk, speed and a quality prior.
+
+Pure: no I/O, no backend imports. Memory comes from edgepack.plan.memory; decode speed is memory
+bandwidth over the bytes read per token (capped by compute), first-token latency the prefill
+compute of a PROMPT_TOKENS prompt, quality a prior until a build measures it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..device.hardware import cpu_peak_ops, gpu_peak_ops
+from ..device.profiles import Profile
+from ..export.registry import RUNTIMES, Format, Precision
+from ..model.facts import ModelFacts
+from .memory import kv_cache_bytes, resident, stored_weights
+from .students import Student, pruned_facts, student_loss
+
+GB = 1e9
+PROMPT_TOKENS = 128  # first-token latency is budgeted for a prompt of this length
+DECODE_CONTEXT = 256  # decode speed is predicted at the context check.py measures
+CPU_COMPUTE_EFFICIENCY = 0.25  # share of peak ops a runtime reaches in prefill GEMMs
+GPU_COMPUTE_EFFICIENCY = 0.3
+# A GPU decodes a small model far below its bandwidth: every layer costs kernel launches and
+# synchronisation per token. llama.cpp decoded the default model (30 layers) at 507 tok/s on an
+# H100 (FACTS.md), 1.97 ms a token where reading its weights takes 0.05 ms: ~64 us per layer.
+GPU_LAYER_OVERHEAD_S = 64e-6
+
+# A mixture-of-experts model reads only the experts each token is routed to, but which ones
+# changes from token to token: the runtime cannot stream ahead across them. Each expert matrix
+# is still contiguous (Qwen3-30B-A3B: 1.6M weights, ~0.9 MB at 4.5 bpw), so the reads stay
+# long. Prior: expert bytes are read at 0.8 of the runtime's dense efficiency, until measured.
+MOE_EXPERT_READ_EFFICIENCY = 0.8
+# Expert matrices kept in host RAM beside a GPU (llama.cpp's --n-cpu-moe): the CPU computes with
+# them while decoding, at the host's bandwidth; a prompt batch of 32 tokens or more computes on
+# the GPU (llama.cpp's op_offload), which copies every one of them over PCIe for each prompt.
+# PCIe 3.0 x16 (a T4's link) moves ~12 GB/s host to device in practice: a prior until measured.
+HOST_TO_GPU_BYTES_PER_S = 12e9
+
+
+@dataclass(frozen=True)
+class Prediction:
+    memory_bytes: int  # peak on the device that holds the weights (VRAM on a GPU)
+    host_memory_bytes: int  # peak resident memory of the process on the host
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    disk_bytes: int
+    decode_tokens_per_s: float | None  # None for encoders
+    first_token_ms: float
+    quality: float  # retention vs the fp32 reference: reference ppl / candidate ppl
+    parameters: int
+    arithmetic: str  # the memory sum, spelled out (edgepack.plan.memory)
+    weights_held_bytes: int = 0  # the weights as the runtime holds them (memory.resident)
+    buffers_bytes: int = 0  # compute buffers, arenas, output buffers
+    # the speed model's inputs, so that a measurement can calibrate it
+    # (edgepack.plan.speed_calibration)
+    decode_bytes_per_token: int = 0  # weights + KV cache read for each decoded token
+    prefill_ops: float = 0.0  # multiply-adds x 2 of a PROMPT_TOKENS prompt
+    bandwidth_efficiency: float = 0.0  # share of the memory bandwidth the runtime reaches
+    compute_efficiency: float = 0.0  # share of peak ops it reaches in prefill
+    token_overhead_s: float = 0.0  # fixed cost per decoded token (GPU kernel launches)
+    host_arithmetic: str = ""  # the host's sum, where weights stay there beside a GPU
+
+
+def predict(
+    facts: ModelFacts,
+    profile: Profile,
+    fmt: Format,
+    precision: Precision,
+    layers: int | None,
+    on_gpu: bool,
+    efficiency: tuple[float, float] | None = None,
+    kv: str | None = None,
+    cpu_moe: int | None = None,
+    pruned_mlp: float | None = None,
+) -> Prediction:
+    """efficiency: (bandwidth, compute) shares measured for this runtime and precision on a
+    CPU, instead of the priors; kv: one of the runtime's smaller KV-cache types; cpu_moe: on a
+    GPU, the experts of this many of the first layers stay in host RAM; layers or pruned_mlp:
+    a depth or width student of the model (edgepack.plan.students)."""
+    runtime = RUNTIMES[fmt.runtime]
+    teacher, student = facts, Student(layers, pruned_mlp)
+    if pruned_mlp is not None:
+        facts = pruned_facts(facts, pruned_mlp)
+    kept = layers or facts.num_layers
+    stored = stored_weights(facts, precision, layers, fmt.runtime)
+    layer_params = stored.layer_parameters
+    block_bytes = stored.blocks
+    head_bits = stored.head_read * 8  # the tied head reads the whole shared matrix every token
+    weights = stored.total
+    parameters = int(
+        layer_params + facts.embedding_parameters + facts.head_parameters + facts.other_parameters
+    )
+    kv_elem = dict(runtime.kv_options)[kv] if kv else None
+    kv_decode = kv_cache_bytes(
+        facts,
+        layers,
+        kv_elem or (runtime.kv_bytes_gpu if on_gpu else runtime.kv_bytes_cpu),
+        DECODE_CONTEXT,
+        runtime,
+    )
+    device = "gpu" if on_gpu else "cpu"
+    context = profile.budget.context_tokens
+    in_host = cpu_moe or 0
+    held = resident(
+        facts,
+        precision,
+        layers,
+        runtime,
+        device,
+        context,
+        kv_element_bytes=kv_elem,
+        host_expert_layers=in_host,
+    )
+
+    hw = profile.hardware
+    gpu = profile.gpu
+    token_overhead = 0.0
+    if on_gpu:
+        bw_eff, compute_eff = runtime.bandwidth_efficiency, GPU_COMPUTE_EFFICIENCY
+        bandwidth = gpu.memory_bandwidth_gbs * GB * bw_eff
+        compute = gpu_peak_ops(gpu, precision.bits) * compute_eff
+        token_overhead = GPU_LAYER_OVERHEAD_S * kept
+    else:
+        bw_eff, compute_eff = efficiency or (runtime.bandwidth_efficiency, CPU_COMPUTE_EFFICIENCY)
+        bandwidth = hw.memory_bandwidth_gbs * GB * bw_eff
+        compute = cpu_peak_ops(hw.cores, hw.clock_ghz, hw.isa, precision.bits) * compute_eff
+    # a token computes with the dense part of each block and its routed experts only
+    expert_share = facts.expert_parameters / max(facts.layer_parameters, 1)
+    routed = facts.experts_per_token / facts.num_experts if facts.num_experts else 0.0
+    dense_blocks = block_bytes * (1 - expert_share)
+    expert_reads = block_bytes * expert_share * routed / MOE_EXPERT_READ_EFFICIENCY
+    active_layers = layer_params * (1 - expert_share * (1 - routed))
+    active = (
+        active_layers
+        + facts.head_parameters
+        + (facts.embedding_parameters if facts.tie_word_embeddings else 0)
+    )
+    read_per_token = dense_blocks + expert_reads + head_bits / 8 + kv_decode
+    prefill_s = 2 * active * PROMPT_TOKENS / compute + read_per_token / bandwidth
+    # the host's share: its experts' reads at the host's bandwidth, their multiply-adds on its
+    # cores, both after the GPU's part of each token; for a prompt, their copy to the GPU
+    host_s = 0.0
+    if on_gpu and in_host:
+        share = min(in_host, kept) / kept
+        host_reads = expert_reads * share
+        read_per_token -= host_reads
+        host_bw = hw.memory_bandwidth_gbs * GB * runtime.bandwidth_efficiency
+        host_ops = cpu_peak_ops(hw.cores, hw.clock_ghz, hw.isa, precision.bits)
+        host_active = layer_params * expert_share * routed * share
+        host_s = max(host_reads / host_bw, 2 * host_active / (host_ops * CPU_COMPUTE_EFFICIENCY))
+        prefill_s += stored.experts(facts, in_host, kept) / HOST_TO_GPU_BYTES_PER_S
+    decode = None
+    if facts.kind == "decoder":
+        gpu_s = max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
+        decode = 1.0 / (gpu_s + host_s)
+
+    # a mixture of experts loses to quantization like a dense model of the geometric mean of
+    # its total and active sizes (a common dense-equivalent rule; a prior until measured)
+    size = max(parameters, 1)
+    if facts.num_experts:
+        idle = layer_params * expert_share * (1 - routed)
+        size = max(math.sqrt(parameters * (parameters - idle)), 1)
+    quant_factor = min(10.0, max(0.5, math.sqrt(7e9 / size)))
+    quant_loss = precision.loss_7b * quant_factor
+    quality = 1.0 / ((1 + quant_loss) * (1 + student_loss(teacher, student)))
+
+    return Prediction(
+        memory_bytes=held.total_bytes,
+        host_memory_bytes=held.host_bytes,
+        weights_bytes=weights,
+        kv_cache_bytes=held.kv_cache_bytes,
+        overhead_bytes=held.overhead_bytes,
+        disk_bytes=int(weights * 1.01 + 5_000_000),  # + tokenizer and metadata files
+        decode_tokens_per_s=round(decode, 2) if decode is not None else None,
+        first_token_ms=round(prefill_s * 1000, 1),
+        quality=round(quality, 4),
+        parameters=parameters,
+        arithmetic=held.arithmetic,
+        weights_held_bytes=held.weights_held_bytes,
+        buffers_bytes=held.buffers_bytes,
+        decode_bytes_per_token=int(read_per_token),
+        prefill_ops=2 * active * PROMPT_TOKENS,
+        bandwidth_efficiency=bw_eff,
+        compute_efficiency=compute_eff,
+        token_overhead_s=token_overhead,
+        host_arithmetic=held.host_arithmetic,
+    )
