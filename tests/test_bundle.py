@@ -16,9 +16,9 @@ from edgepack.bundle.publish import (
     publish,
     shared_kit_files,
     staging_dir,
-    unpack,
     write_manifest,
 )
+from edgepack.bundle.unpack import unpack
 from edgepack.errors import VerificationError
 from tests.conftest import run_cli
 
@@ -269,7 +269,7 @@ def test_a_tarball_without_a_listed_file_is_incomplete(tmp_path):
 UNPACK_WITH_A_FULL_DISK = r"""
 import resource, signal, sys
 from pathlib import Path
-from edgepack.bundle.publish import unpack
+from edgepack.bundle.unpack import unpack
 from edgepack.errors import VerificationError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG

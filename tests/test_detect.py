@@ -9,18 +9,20 @@ import sys
 
 import pytest
 
-from edgepack.device.detect import (
-    Bandwidth,
+from edgepack.device.cpuinfo import (
     Cpu,
-    Gpu,
-    Machine,
-    build_profile,
     cpu_clock,
     cpu_model,
-    gpu_figures,
     isa_features,
     normalize_arch,
     parse_cpuinfo,
+)
+from edgepack.device.detect import (
+    Bandwidth,
+    Gpu,
+    Machine,
+    build_profile,
+    gpu_figures,
     parse_nvidia_smi,
     write_profile,
 )

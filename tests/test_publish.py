@@ -16,9 +16,9 @@ from edgepack.bundle.publish import (
     publish,
     shared_kit_files,
     staging_dir,
-    unpack,
     write_manifest,
 )
+from edgepack.bundle.unpack import unpack
 
 CRASHING_PUBLISH = r"""
 import os, sys

@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgepack.measure import estimators as est
 from edgepack.measure import quality as q  # noqa: E402
 
 CANDIDATES = "openvino:int4,openvino:int4_mixed,gguf:q4_0,gguf:q4_k_m,onnx:int4,gguf:q8_0"
@@ -46,7 +47,7 @@ def log(message: str) -> None:
 
 def curve(runner, ref, sizes: list[int]) -> list[dict]:
     """The candidate's figures at each size (a prefix of the same scores)."""
-    per_chunk = q.tokens_for(1) // 2
+    per_chunk = est.tokens_for(1) // 2
     scores = q.score_chunks(runner, ref)
     rows = []
     for size in sizes:
@@ -66,7 +67,7 @@ def reference_logprobs(model_dir: Path, ref, n_chunks: int) -> list:
     with torch.inference_mode():
         for start, end in ref.chunks[:n_chunks]:
             logits = model(torch.tensor([ref.ids[start:end]])).logits[0].float().numpy()
-            out.append(q.log_softmax(logits[q.scored(start, end)]).astype(np.float32))
+            out.append(est.log_softmax(logits[est.scored(start, end)]).astype(np.float32))
     return out
 
 
@@ -74,17 +75,18 @@ def kl_check(runner, ref, full: list) -> dict:
     """Mean exact KL, and the relative error of each stored form: the top k tokens with the
     tail as one bin (k in KS), and edgepack's top TOP_K with TAIL_SAMPLES tail samples."""
     forms = [f"top {k}, one tail bin" for k in KS]
-    forms.append(f"top {q.TOP_K} + {q.TAIL_SAMPLES} tail samples")
+    forms.append(f"top {est.TOP_K} + {q.TAIL_SAMPLES} tail samples")
     exact, sums, n = 0.0, dict.fromkeys(forms, 0.0), 0
     for i, ((start, end), logp) in enumerate(zip(ref.chunks, full, strict=False)):
-        logq = q.log_softmax(np.asarray(runner.logits(ref.ids[start:end]))[q.scored(start, end)])
+        logits = np.asarray(runner.logits(ref.ids[start:end]))
+        logq = est.log_softmax(logits[est.scored(start, end)])
         p = logp.astype(np.float64)
         exact += float((np.exp(p) * (p - logq)).sum())
         for k, form in zip(KS, forms, strict=False):
-            sums[form] += float(q.kl_estimate(*q.top_k(p, k), logq).sum())
-        top = q.top_k(p, q.TOP_K)
-        tail = q.tail_sample(p, top[0], q.TAIL_SAMPLES, np.random.default_rng([q.SEED, i]))
-        sums[forms[-1]] += float(q.kl_estimate(*top, logq, *tail).sum())
+            sums[form] += float(est.kl_estimate(*est.top_k(p, k), logq).sum())
+        top = est.top_k(p, est.TOP_K)
+        tail = est.tail_sample(p, top[0], q.TAIL_SAMPLES, np.random.default_rng([est.SEED, i]))
+        sums[forms[-1]] += float(est.kl_estimate(*top, logq, *tail).sum())
         n += len(p)
     return {
         "tokens": n,

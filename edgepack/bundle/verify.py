@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..device.profiles import Profile
 from ..errors import VerificationError
-from .publish import clean_leftovers, unpack
+from .publish import clean_leftovers
+from .unpack import unpack
 
 
 def verify(

@@ -233,7 +233,8 @@ def _run(
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..measure.quality import MAX_EVAL_TOKENS, chunks, scored
+    from ..measure.estimators import chunks, scored
+    from ..measure.quality import MAX_EVAL_TOKENS
 
     started = time.monotonic()
     transformers.logging.set_verbosity_error()

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import write_atomic
-from .quality import LEVEL, RESAMPLES, SEED, log_softmax, runner_digest
+from .estimators import LEVEL, RESAMPLES, SEED, log_softmax
+from .quality import runner_digest
 from .tasks import Task, TaskSet, answer_text, is_correct, normalise
 
 VERSION = 1

@@ -35,7 +35,8 @@ GB = 1e9
 @lru_cache(maxsize=1)
 def host_machine() -> dict:
     """This host as the speed model sees it: arch, ISA, clock, cores, measured bandwidth."""
-    from ..device.detect import allowed_cores, detect_cpu, probe_bandwidth
+    from ..device.cpuinfo import detect_cpu
+    from ..device.detect import allowed_cores, probe_bandwidth
 
     allowed, cores, _ = allowed_cores()
     cpu = detect_cpu(allowed)
