@@ -16,6 +16,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -4,6 +4,7 @@ Sub-packages, from the top of the import layers to the bottom (an import points 
 the import-linter contracts of pyproject.toml, run by `make lint`):
 
     cli        the click commands and terminal tables; errors become messages only here
+    bench      side-by-side benchmarks against the plain tools (tools/bench.py; beside cli)
     build      the pipeline per target: plan, export, validate, measure, select, stage
     compress   pruning, distillation, the student a plan needs
     plan       pure: candidates, predictions, students' priors, host-to-device calibration

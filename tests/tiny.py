@@ -88,3 +88,21 @@ def make_tiny(model_type: str, out: Path, bpe_dir: Path, spm_dir: Path | None = 
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     return out
+
+
+def tiny_causal_lm(model_type="llama", layers=6, **extra):
+    """A tiny random causal LM in memory (vocabulary 64, hidden 16), for the training code."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        **extra,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()

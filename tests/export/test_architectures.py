@@ -2,7 +2,7 @@
 
 As optimum's test suite does for its exporters: a tiny random checkpoint per architecture
 (tests/tiny.py), made at test time. The default model covers Llama at full size, Gemma-3-270M
-gemma3_text (tests/test_gemma3.py), all-MiniLM-L6-v2 the BERT encoder.
+gemma3_text (tests/model/test_gemma3.py), all-MiniLM-L6-v2 the BERT encoder.
 """
 
 from __future__ import annotations

@@ -12,39 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROFILES, ROOT, run_cli
+from tests.build.conftest import GENEROUS, QUICK_EVAL, profile_file
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
 
 VARIANTS = [("gguf", "q8_0"), ("openvino", "int8"), ("onnx", "int8")]
-# these builds test bundles, not the quality estimate (tests/test_quality.py judges the default
-# 4096 tokens): the smallest evaluation keeps them quick
-QUICK_EVAL = ("--eval-tokens", "512", "--eval-tasks", "builtin")  # `generous` gates on tasks
-
-
-def profile_file(tmp_path, name, **budget):
-    """The laptop profile with some budget values replaced."""
-    text = (PROFILES / "laptop.toml").read_text().replace('name = "laptop"', f'name = "{name}"')
-    for key, value in budget.items():
-        text = re.sub(rf"^{key} = [^#\n]*", f"{key} = {value} ", text, flags=re.M)
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
-# budgets nothing misses, so that a test fails only the budget it sets
-GENEROUS = dict(
-    memory_gb=12, disk_gb=100, first_token_ms=120000, decode_tokens_per_s=0.5, min_quality=0.5
-)
-
-
-@pytest.fixture(scope="module")
-def generous(tmp_path_factory):
-    """GENEROUS, with its floor on task accuracy (the builds answer the built-in tasks)."""
-    path = profile_file(tmp_path_factory.mktemp("profiles"), "generous", **GENEROUS)
-    text = path.read_text().replace("[budget]\n", '[budget]\nquality_metric = "tasks"\n')
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -394,28 +367,3 @@ def test_killed_build_leaves_no_bundle(bundles, tmp_path, generous):
         "report.html",
     }
     assert {p.name for p in out.iterdir()} == expected
-
-
-def test_candidates_are_measured_and_reported(tmp_path, generous):
-    out = tmp_path / "k2"
-    args = ["--target", str(generous), "--candidates", "2", *QUICK_EVAL]  # 2: quicker than 3
-    result = run_cli("build", *args, "--out", str(out), "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
-    (bundle,) = json.loads(result.stdout)["bundles"]
-    manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
-    rows = manifest["candidates_measured"]
-    assert len(rows) == 2
-    assert [r["chosen"] for r in rows].count(True) == 1
-    chosen = next(r for r in rows if r["chosen"])
-    assert (chosen["format"], chosen["precision"]) == (bundle["format"], bundle["precision"])
-    for r in rows:
-        assert r["measured"]["retention"] > 0.5 and r["measured"]["peak_rss_bytes"] > 0
-        assert r["predicted"]["memory_bytes"] > 0
-    report = (out / "report.html").read_text()
-    assert "<svg" in report
-    for r in rows:
-        assert f"{r['format']} {r['precision']}" in report
-    # only the chosen candidate became a bundle; the others' staging directories are gone
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [Path(bundle["path"]).name, Path(bundle["tarball"]).name, "report.html"]
-    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.test_demo import TEXTS
+from tests.model.test_default import TEXTS
 
 pytestmark = pytest.mark.integration
 

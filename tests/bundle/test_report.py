@@ -9,64 +9,10 @@ from types import SimpleNamespace
 from edgepack.bundle import report_svg
 from edgepack.bundle.report import render, write_report
 from edgepack.bundle.report_svg import Box, pareto_front, place_labels
+from tests.bundle.rows import BUDGET, make_row, result
 
 S = "{http://www.w3.org/2000/svg}"
 CHAR_W, ASCENT, DESCENT = 6.5, 10, 3  # 11 px text: ~6.5 px a character, the box round its line
-BUDGET = {
-    "memory_gb": 3.0,
-    "disk_gb": 8,
-    "first_token_ms": 8000,
-    "decode_tokens_per_s": 5,
-    "min_quality": 0.9,
-}
-
-
-def make_row(fmt, precision, size_mb, retention, *, chosen=False, accepted=True, reasons=(),
-             rss_mb=400.0, decode=80.0, first_token=60.0, device=None, interval=None):  # fmt: skip
-    row = {
-        "format": fmt,
-        "precision": precision,
-        "bits": 4,
-        "student_layers": None,
-        "runtime": "llama.cpp",
-        "chosen": chosen,
-        "fallback_for": None,
-        "accepted": accepted,
-        "reasons": list(reasons),
-        "predicted": {
-            "memory_bytes": rss_mb * 1.1e6,
-            "disk_bytes": size_mb * 0.98e6,
-            "decode_tokens_per_s": decode / 4,
-            "first_token_ms": first_token * 5,
-            "quality": retention - 0.01,
-        },
-        "measured": {
-            "retention": retention,
-            "perplexity": 12.0 / retention,
-            "kl_divergence_mean": 0.02,
-            "disk_bytes": size_mb * 1e6,
-            "peak_rss_bytes": rss_mb * 1e6,
-            "decode_tokens_per_s": decode,
-            "first_token_ms": first_token,
-        },
-    }
-    if interval is not None:
-        row["measured"]["retention_low"] = retention - interval
-        row["measured"]["retention_high"] = min(1.0, retention + interval)
-    if device is not None:
-        row["device_prediction"] = {
-            "decode_tokens_per_s": device[0],
-            "first_token_ms": device[1],
-            "basis": "host figures scaled by the device's memory bandwidth",
-        }
-    return row
-
-
-def result(target, rows, budget=None):
-    extra = {"budget": budget} if budget is not None else {}
-    return SimpleNamespace(target=target, candidates_measured=rows, **extra)
-
-
 def page_of(rows, budget=BUDGET, target="edge-4gb", model="SmolLM2-135M-Instruct"):
     return ET.fromstring(render(model, [result(target, rows, budget)]))
 
@@ -379,42 +325,3 @@ def test_budget_given_as_a_dataclass():
     root = ET.fromstring(page)
     assert "floor 0.9" in texts(svgs(root)[0])
     assert "budget ≤ 3 GB" in texts(svgs(root)[1])
-
-
-def tasks_of(accuracy, reference, by_category):
-    categories = [
-        {"category": name, "items": n, "accuracy": a, "reference_accuracy": r,
-         "retention": min(1.0, a / r) if r else None, "agreement": 0.9}
-        for name, (n, a, r) in by_category.items()
-    ]  # fmt: skip
-    return {
-        "task_set": "built-in",
-        "items": sum(n for n, _, _ in by_category.values()),
-        "accuracy": accuracy,
-        "reference_accuracy": reference,
-        "retention": min(1.0, accuracy / reference),
-        "retention_low": 0.8,
-        "retention_high": 1.0,
-        "agreement": 0.95,
-        "categories": categories,
-    }
-
-
-def test_task_accuracy_table_per_category_and_candidate():
-    from edgepack.cli.tables import task_lines
-
-    a, b = make_row("gguf", "q8_0", 140, 0.99), make_row("gguf", "q4_0", 90, 0.9)
-    a["measured"]["tasks"] = tasks_of(0.6, 0.6, {"factual": (30, 0.6, 0.6), "long": (10, 0.6, 0.0)})
-    b["measured"]["tasks"] = tasks_of(0.5, 0.6, {"factual": (30, 0.5, 0.6), "long": (10, 0.5, 0.0)})
-    b["quality_metric"] = "tasks"
-    page = render("m", [result("edge-4gb", [a, b], BUDGET)])
-    ET.fromstring(page)  # well-formed
-    assert "Task accuracy: built-in (40 items)" in page and "floor judges task accuracy" in page
-    table = page[page.index("Task accuracy: built-in") :]
-    assert table.index("gguf q8_0") < table.index("gguf q4_0") < table.index("factual")
-    assert "0.500 <span" in table and "retention 0.83" in table and "retention -" in table
-    lines = task_lines([a, b])
-    assert lines[0].startswith("tasks   gguf q8_0: accuracy 0.600, reference 0.600")
-    assert "factual 0.50/0.60" in lines[3] and len(lines) == 4
-    plain = render("m", [result("edge-4gb", [make_row("gguf", "q8_0", 1, 1)])])
-    assert "Task accuracy" not in plain

@@ -17,9 +17,9 @@ def _parametrized(fn, name):
 
 @pytest.mark.parametrize("format_name", list(FORMATS))
 def test_every_registry_row_has_an_end_to_end_test(format_name):
-    module = importlib.import_module(f"tests.test_format_{format_name.replace('-', '_')}")
+    module = importlib.import_module(f"tests.export.test_{format_name.replace('-', '_')}")
     e2e = getattr(module, "test_decoder_export_validates", None)
-    assert e2e is not None, f"tests/test_format_{format_name}.py has no end-to-end test"
+    assert e2e is not None, f"tests/export/test_{format_name}.py has no end-to-end test"
     assert any(m.name == "integration" for m in getattr(e2e, "pytestmark", []))
     tested = _parametrized(e2e, "precision")
     rows = {p.name for p in FORMATS[format_name].precisions}

@@ -1,6 +1,6 @@
 """Task sets (`build --eval-tasks`): rows read and validated with one-line errors naming the
 line, answers normalised and matched, and the accuracy table with its retention interval. No
-backend: the integration tier answers them in each runtime (tests/test_build.py)."""
+backend: the integration tier answers them in each runtime (tests/build/test_build.py)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""tools/bench.py's tables: the text it prints for a benchmark result (see bench.py)."""
+"""tools/bench.py's tables: the text it prints for a benchmark result (see tools/bench.py)."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ import pytest
 
 from edgepack.compress import distill as d
 from edgepack.compress import distill_train as dt
-from edgepack.compress.distill_data import add_generated, generate_text, load_text
 from edgepack.errors import EdgepackError
 from tests.conftest import PROFILES, run_cli
+from tests.tiny import tiny_causal_lm
 
 # --- layer selection -----------------------------------------------------------------------
 
@@ -94,23 +94,6 @@ def test_identical_logits_have_zero_kl():
 # --- student construction on a tiny model ---------------------------------------------------
 
 
-def _tiny(model_type="llama", layers=6, **extra):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        **extra,
-    )
-    return AutoModelForCausalLM.from_config(config).eval()
-
-
 @pytest.mark.parametrize("model_type", ["llama", "qwen2"])
 def test_student_copies_the_kept_layers(model_type):
     import torch
@@ -120,7 +103,7 @@ def test_student_copies_the_kept_layers(model_type):
     if model_type == "qwen2":  # a config with one attention kind per layer
         extra = dict(layer_types=[kinds[i % 3 == 0] for i in range(6)], sliding_window=8)
         extra["use_sliding_window"] = True
-    teacher = _tiny(model_type, **extra)
+    teacher = tiny_causal_lm(model_type, **extra)
     keep = d.select_layers(6, 3)
     student = dt.make_student(teacher, keep)
     assert student.config.num_hidden_layers == 3 == len(student.model.layers)
@@ -141,8 +124,8 @@ def test_compare_batches_and_scores_the_right_positions():
 
     import torch
 
-    teacher = _tiny(layers=3)
-    twin, other = copy.deepcopy(teacher), _tiny(layers=3)
+    teacher = tiny_causal_lm(layers=3)
+    twin, other = copy.deepcopy(teacher), tiny_causal_lm(layers=3)
     torch.manual_seed(2)
     rows = torch.randint(0, 64, (7, 12)).tolist()
     sequences = [(r, slice(0, 11)) for r in rows[:5]] + [(r, slice(5, 11)) for r in rows[5:]]
@@ -162,61 +145,6 @@ def test_compare_batches_and_scores_the_right_positions():
     nll = -logp[torch.arange(11), torch.tensor(ids[1:])].mean()
     alone = dt.compare(teacher, {}, sequences[:1])["teacher"]["perplexity"]
     assert math.isclose(alone, float(nll.detach().exp()), rel_tol=1e-4)
-
-
-# --- data ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tokenizer(default_model):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(default_model)
-
-
-def test_builtin_text_windows_and_held_out_split(tokenizer):
-    text = load_text(tokenizer, [], 128)
-    n = len(text.train) + len(text.held_out)
-    assert text.files[0]["tokens"] > 8000 and n == (text.files[0]["tokens"] + 1) // 128
-    assert len(text.held_out) == round(n * 0.1) and text.train.shape[1] == 128
-
-
-def test_builtin_train_text_is_not_the_evaluation_text():
-    from importlib import resources
-
-    data = resources.files("edgepack").joinpath("data")
-    train = data.joinpath("train.txt").read_text()
-    assert len(train.split()) > 5000
-    for other in ("eval.txt", "calibration.txt"):
-        lines = {x for x in data.joinpath(other).read_text().splitlines() if len(x) > 40}
-        assert not lines & set(train.splitlines()), other
-
-
-def test_large_files_are_read_in_chunks(tokenizer, tmp_path, monkeypatch):
-    import edgepack.compress.distill_data as dd
-
-    lines = [f"Line {i} of a long file, about item number {i * 7}." for i in range(400)]
-    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
-    (tmp_path / "b.txt").write_text("A second, shorter document.\n" * 50)
-    whole = load_text(tokenizer, [tmp_path / "a.txt", tmp_path / "b.txt"], 32)
-    monkeypatch.setattr(dd, "CHUNK_CHARS", 100)
-    chunked = load_text(tokenizer, [tmp_path / "a.txt", tmp_path / "b.txt"], 32)
-    assert [f["tokens"] for f in chunked.files] == [f["tokens"] for f in whole.files]
-    assert (chunked.train == whole.train).all()
-
-
-def test_generated_text_is_training_only(tokenizer):
-    import torch
-
-    torch.manual_seed(0)
-    teacher = _tiny(layers=2)
-    teacher.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    sample = generate_text(teacher, tokenizer, 24, batch=2)
-    assert len(tokenizer(sample)["input_ids"]) >= 24
-    text = load_text(tokenizer, [], 16)
-    more = add_generated(text, tokenizer, sample)
-    assert more.generated_tokens >= 24 and (more.held_out == text.held_out).all()
-    assert len(more.train) > len(text.train)
 
 
 # --- API helpers -----------------------------------------------------------------------------
