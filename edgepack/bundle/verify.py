@@ -25,7 +25,7 @@ def verify(
     """Run the bundle's check.py (after unpacking a tarball into a fresh directory).
 
     The bundle's directory is first repaired if a build died while publishing there (a retired
-    bundle back in place, a finished tarball moved in: see bundle.py). The scratch directory is
+    bundle back in place, a finished tarball moved in: see publish.py). The scratch directory is
     kept with --keep only when it holds a bundle unpacked whole; otherwise it is removed."""
     if bundle.parent.is_dir():
         clean_leftovers(bundle.parent)
