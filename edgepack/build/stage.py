@@ -88,7 +88,7 @@ def stage(
             shutil.copy2(kit_dir() / name, staging / name)
         runtime = RUNTIMES[artifact.runtime]
         requirements = resolution.lines() if resolution else _requirements(artifact.runtime)
-        if wheels and resolution is not None:  # --wheels needs the resolution (cli.py)
+        if wheels and resolution is not None:  # --wheels needs the resolution (cli/build.py)
             steps.note("downloading the target's wheels")
             requirements = download(resolution, profile, staging / WHEELHOUSE)
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
