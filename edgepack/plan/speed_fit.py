@@ -31,7 +31,8 @@ LAYERS = {
     "qwen2.5-1.5b": 28, "qwen2.5-3b": 36, "qwen2.5-coder-3b": 36, "qwen2.5-coder-7b": 28,
     "qwen2.5-7b": 28, "qwen3-4b": 36, "qwen3-30b-a3b": 48, "qwen3-coder-30b-a3b": 48,
     "gemma-3-1b": 26, "gemma-3-4b": 34, "phi-3-mini": 32, "smollm-135m": 30, "gpt-oss-20b": 24,
-    "llama 13b": 40, "mixtral-8x7b": 32,
+    "llama 13b": 40, "mixtral-8x7b": 32, "llama-7b": 32, "gemma-2b": 18, "qwen1-5-0-5b": 24,
+    "qwen1.5-0.5b": 24, "phi-4": 40, "llama-3.3-70b": 80,
 }  # fmt: skip
 BITS = (("f32", 32), ("bf16", 16), ("f16", 16), ("q8", 8), ("q6", 6), ("q5", 5), ("q4", 4),
         ("iq4", 4), ("mxfp4", 4), ("q3", 3), ("q2", 2))  # fmt: skip
@@ -46,6 +47,13 @@ def rows() -> list[dict]:
 def bits(quant: str) -> int | None:
     q = quant.lower().replace("-", "_")
     return next((b for name, b in BITS if q.startswith(name)), None)
+
+
+def quant_family(quant: str) -> str:
+    """llama.cpp's type family of a quantization name: Q4_K_M -> q4_k, Q4_0 -> q4_0."""
+    q = quant.lower().replace("-", "_").split()[0]
+    match = re.match(r"(iq\d_\w\w|q\d_k|q\d_\d|f16|bf16|f32|mxfp4)", q)
+    return match.group(1) if match else q
 
 
 def layers(model: str) -> int | None:
@@ -67,7 +75,7 @@ def work(row: dict) -> Work | None:
     size = row.get("model_size_gib")
     weights = size * 2**30 if size else row["params_b"] * 1e9 * BPW[b] / 8
     active = (row.get("active_params_b") or row["params_b"]) * 1e9
-    return Work(weights * share, 2 * active, n or 0, b)
+    return Work(weights * share, 2 * active, n or 0, b, quant_family(row["quant"]))
 
 
 def machine(row: dict) -> Machine | None:
@@ -88,7 +96,8 @@ def machine(row: dict) -> Machine | None:
         left -= c["cores"]
     if not used:
         return None
-    return Machine("cpu", row["bandwidth_gbs"], threads=row["threads"], clusters=tuple(used))
+    arch = row.get("arch") or "x86_64"
+    return Machine("cpu", row["bandwidth_gbs"], arch, threads=row["threads"], clusters=tuple(used))
 
 
 def usable(row: dict, phase: str) -> str | None:
@@ -103,6 +112,10 @@ def usable(row: dict, phase: str) -> str | None:
         return f"{row.get('arch')}: edgepack plans arm64 and x86_64 CPUs"
     if phase == "prefill" and row.get("active_params_b"):
         return "a mixture of experts' prompt: routed batches, not modelled"
+    if re.match(r"(qwen3\.5|qwen3-next|lfm2)", row["model"].lower()):
+        return "linear-attention or convolution layers: not modelled"
+    if "two sockets" in (row.get("note") or "").lower() or re.match(r"2 ?x", row.get("cpu") or ""):
+        return "two sockets: threads across NUMA nodes, not modelled"
     tps, n = (row["tg_tps"], row["tg_tokens"])
     if phase == "prefill":
         tps, n = row["pp_tps"], row["pp_tokens"]

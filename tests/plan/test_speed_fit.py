@@ -9,7 +9,15 @@ from importlib import resources
 import pytest
 
 from edgepack.plan import speed_fit as sf
-from edgepack.plan.speed_model import FEATURES, Cluster, Machine, Work, features, thread_rate
+from edgepack.plan.speed_model import (
+    FEATURES,
+    Cluster,
+    Machine,
+    Work,
+    features,
+    ops_per_cycle,
+    thread_rate,
+)
 from tests.conftest import ROOT
 
 KEYS = {"id", "device", "kind", "arch", "backend", "runtime", "model", "params_b", "quant",
@@ -53,14 +61,26 @@ def test_a_row_the_fit_cannot_use_says_why():
 
 def test_little_cores_set_the_pace_of_every_thread():
     big, little = Cluster(4, 2.4, ("neon", "dotprod")), Cluster(4, 1.8, ("neon", "dotprod"))
-    four = Machine("cpu", 17, threads=4, clusters=(big, little))
-    eight = Machine("cpu", 17, threads=8, clusters=(big, little))
+    four = Machine("cpu", 17, "arm64", threads=4, clusters=(big, little))
+    eight = Machine("cpu", 17, "arm64", threads=8, clusters=(big, little))
     assert thread_rate(four, 4) == pytest.approx(2.4e9 * 64)
     assert thread_rate(eight, 4) == pytest.approx(1.8e9 * 64)
     work = Work(1e9, 2e9, 22, 4)
-    _, c4, _ = features("cpu", "decode", work, four)
-    _, c8, _ = features("cpu", "decode", work, eight)
+    _, _, c4, _ = features("cpu", "decode", work, four)  # the arm compute term
+    _, _, c8, _ = features("cpu", "decode", work, eight)
     assert c8 == pytest.approx(c4 / 2 * 2.4 / 1.8)  # twice the threads, each a little slower
+
+
+def test_llama_cpp_kernels_set_the_ops_per_cycle():
+    """arm64: i8mm for the types llama.cpp repacks for it (Q4_0), dot products for K-quants;
+    x86: AVX2's rate even where AVX-512 VNNI or AMX is there."""
+    arm = ("neon", "dotprod", "i8mm")
+    assert ops_per_cycle(arm, 4, "arm64", "q4_0") == 128
+    assert ops_per_cycle(arm, 4, "arm64", "q4_k") == 64
+    assert ops_per_cycle(("neon",), 8, "arm64", "q8_0") == 32
+    spr = ("avx2", "avx512", "avx512_vnni", "amx")
+    assert ops_per_cycle(spr, 4, "x86_64", "q4_k") == ops_per_cycle(("avx2",), 4, "x86_64") == 64
+    assert sf.quant_family("Q4_K_M") == "q4_k" and sf.quant_family("q4_k_m_mixed") == "q4_k"
 
 
 def test_held_out_rows_are_predicted_without_their_device():
