@@ -23,6 +23,7 @@ from .speed_model import FEATURES, Cluster, Machine, Work, features
 DB = "data/speed_measurements.json"
 FIT = "data/speed_fit.json"
 PLANNED_BACKENDS = {"cpu": "cpu", "cuda": "gpu"}
+PRE_VOLTA = re.compile(r"\b(P100|P40|P4|M60|M40|K80|GTX 10\d\d|TITAN Xp?)\b", re.IGNORECASE)
 # Layers of the published models (their config.json); the GPU terms need them.
 LAYERS = {
     "tinyllama": 22, "llama-2-7b": 32, "llama 7b": 32, "codellama-7b": 32, "openllama 7b": 32,
@@ -127,6 +128,8 @@ def usable(row: dict, phase: str) -> str | None:
     if m is None:
         return "threads, clock or memory bandwidth not stated"
     if m.kind == "gpu":
+        if PRE_VOLTA.search(row.get("gpu") or ""):
+            return "a GPU before Volta (no tensor cores): edgepack plans CUDA GPUs from Volta on"
         if not m.bandwidth_gbs or not w.layers:
             return "GPU bandwidth or the model's layers unknown"
         if phase == "prefill" and not m.gpu_tflops:

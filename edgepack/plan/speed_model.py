@@ -11,7 +11,7 @@ non-negative coefficient (seconds per unit):
     CPU decode    bytes / bandwidth       ops / (threads x thread rate), per arch    1
     CPU prefill   ops / (threads x rate), per arch                 1 / prompt tokens
     GPU decode    bytes / bandwidth       layers                                 1
-    GPU prefill   ops / peak ops          bytes / (bandwidth x prompt tokens)    layers / tokens
+    GPU prefill   ops / peak ops, per type family   bytes / (bandwidth x tokens)  layers / tokens
 
 bytes: the weights (and KV cache) read per token; ops: 2 x the multiply-adds of the parameters a
 token computes with; thread rate: the clock times the int8 (or float) ops per cycle of the
@@ -24,7 +24,9 @@ x86 they are AVX2's whatever else the CPU has: with the peak of AVX-512 VNNI or 
 Zen 4 and Sapphire Rapids servers came out 2 to 6 times optimistic, so llama.cpp's kernels reach
 no more of them (tools/speed_fit.py). The compute terms of the two architectures have a
 coefficient each. Bandwidth is the data-sheet peak: the coefficient carries the share a
-runtime reaches.
+runtime reaches. A GPU's peak ops are its dense FP16 tensor-core figure; llama.cpp's prompt
+kernels for K-quants reach a smaller share of it than those for legacy quantizations and float
+weights.
 
 Pure: no I/O here (speed_fit reads the files), no backend imports.
 """
@@ -43,7 +45,8 @@ FEATURES = {
                         "fixed"),
     ("cpu", "prefill"): ("x86 ops/thread compute", "arm ops/thread compute", "fixed/tokens"),
     ("gpu", "decode"): ("bytes/bandwidth", "layers", "fixed"),
-    ("gpu", "prefill"): ("ops/peak", "bytes/bandwidth/tokens", "layers/tokens"),
+    ("gpu", "prefill"): ("legacy-quant and float ops/peak", "k-quant ops/peak",
+                         "bytes/bandwidth/tokens", "layers/tokens"),
 }
 
 
@@ -119,7 +122,16 @@ def features(kind: str, phase: str, work: Work, machine: Machine, tokens: int = 
     peak = max(machine.gpu_tflops, 1e-9) * 1e12
     if phase == "decode":
         return (read, float(work.layers), 1.0)
-    return (work.ops_per_token / peak, read / tokens, work.layers / tokens)
+    compute = [0.0, 0.0]
+    compute[type_family(work.quant)] = work.ops_per_token / peak
+    return (*compute, read / tokens, work.layers / tokens)
+
+
+def type_family(quant: str) -> int:
+    """1: K-quants and i-quants, 0: the rest (legacy quantizations such as Q4_0 and Q8_0, and
+    float weights). On a GPU their prompt kernels reach different shares of the tensor cores'
+    peak (the published rows give too few float ones to fit those apart)."""
+    return 1 if (quant.endswith("_k") or quant.startswith("iq")) else 0
 
 
 def seconds_per_token(
