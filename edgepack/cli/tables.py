@@ -131,6 +131,7 @@ def plan_text(plan: Plan) -> str:
     for c in plan.candidates:
         if c.feasible:
             verdict = "CHOSEN" if c is plan.chosen or c == plan.chosen else "fits"
+            verdict += " (marginal)" if c.marginal else ""
         else:
             extra = f" (+{len(c.reasons) - 1} more)" if len(c.reasons) > 1 else ""
             verdict = c.reasons[0] + extra
@@ -158,6 +159,8 @@ def plan_text(plan: Plan) -> str:
         )
         if c.predicted.host_arithmetic:
             out.append(f"        host {c.predicted.host_arithmetic}")
+        out += _speed_lines(c.predicted)
+        out += [f"        {r}" for r in c.reasons if r.startswith("marginal:")]
     elif plan.needs:
         out.append(plan.needs["message"])
     out += [f"note    {n}" for n in plan.notes]
@@ -166,6 +169,23 @@ def plan_text(plan: Plan) -> str:
         "every reason)"
     )
     return "\n".join(out)
+
+
+def _speed_lines(p) -> list[str]:
+    """The chosen candidate's predicted speed with its interval, and what it rests on."""
+    if not p.speed_basis:
+        return []
+    decode = ""
+    if p.decode_tokens_per_s is not None and p.decode_tokens_per_s_low is not None:
+        decode = (
+            f"decode {p.decode_tokens_per_s:.1f} tok/s ({p.decode_tokens_per_s_low:.1f}-"
+            f"{p.decode_tokens_per_s_high:.1f}), "
+        )
+    first = (
+        f"first token {p.first_token_ms:,.0f} ms ({p.first_token_ms_low:,.0f}-"
+        f"{p.first_token_ms_high:,.0f})"
+    )
+    return [f"speed   {decode}{first}", f"        {p.speed_basis}"]
 
 
 def check_text(report: dict) -> str:

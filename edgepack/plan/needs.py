@@ -1,6 +1,7 @@
-"""What would make a plan when nothing fits: the smallest memory budget, the best student that
-misses only its quality prior, or the largest depth student that fits. Pure, like the planner:
-`evaluate` is the planner's candidate evaluation."""
+"""What would make a plan when nothing fits: the smallest memory budget, or, where memory is not
+what binds, how much faster the device would have to be; the best student that misses only its
+quality prior, or the largest depth student that fits. Pure, like the planner: `evaluate` is the
+planner's candidate evaluation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..model.facts import ModelFacts
 GB = 1e9
 
 MEMORY_CODES = frozenset({"memory", "vram", "disk"})
+LATENCY_CODES = frozenset({"first_token", "decode"})
 UNRUNNABLE_CODES = frozenset({"runtime", "device"})
 
 
@@ -34,6 +36,15 @@ def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> di
     binding = sorted({v for v in smallest.violations if v not in MEMORY_CODES})
     if binding:
         hint += f", which also misses: {', '.join(binding)}"
+    slow = _too_slow(profile, runnable)
+    extra = {}
+    if slow is not None:  # memory holds a candidate: the latency budgets are what binds
+        fastest, speedup, detail = slow
+        smallest, extra = fastest, {"speedup": round(speedup, 2)}
+        hint = (
+            f"a device about {speedup:.1f}x faster (its memory holds {fastest.label}, but "
+            f"{detail}), or looser latency budgets"
+        )
     under_floor = [c for c in candidates if c.is_student and set(c.violations) == {"quality"}]
     if under_floor:  # a student fits every budget but the floor, on its prior
         best = max(under_floor, key=lambda c: c.predicted.quality)
@@ -57,8 +68,38 @@ def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> di
             "pruned_mlp": smallest.pruned_mlp,
         },
         "student_layers": student,
+        **extra,
         "message": f"nothing fits {profile.name}: it would need {hint}",
     }
+
+
+def _too_slow(profile: Profile, runnable: list):
+    """Where some candidate fits memory and disk and keeps the quality floor but every such one
+    misses a latency budget: the one closest to its budgets, how many times faster the device
+    would have to be, and its figures against the budgets. None where memory binds."""
+    ok = [c for c in runnable if not (MEMORY_CODES | {"quality"}) & set(c.violations)]
+    if not ok or any(c.feasible for c in ok):
+        return None
+    budget = profile.budget
+
+    def shortfall(c) -> float:
+        p = c.predicted
+        first = p.first_token_ms / budget.first_token_ms
+        decode = budget.decode_tokens_per_s / p.decode_tokens_per_s if p.decode_tokens_per_s else 0
+        return max(first, decode, 1.0)
+
+    best = min(ok, key=shortfall)
+    p, parts = best.predicted, []
+    if p.first_token_ms > budget.first_token_ms:
+        parts.append(
+            f"its first token takes {p.first_token_ms:,.0f} ms against {budget.first_token_ms:,.0f}"
+        )
+    if p.decode_tokens_per_s is not None and p.decode_tokens_per_s < budget.decode_tokens_per_s:
+        parts.append(
+            f"it decodes {p.decode_tokens_per_s:.1f} tok/s against "
+            f"{budget.decode_tokens_per_s:g}"
+        )
+    return best, shortfall(best), " and ".join(parts)
 
 
 def _largest_student_that_fits(facts: ModelFacts, profile: Profile, evaluate) -> int | None:

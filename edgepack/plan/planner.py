@@ -44,6 +44,8 @@ class Candidate:
     kv_cache: str | None = None  # a smaller KV-cache type than the runtime's default
     cpu_moe_layers: int | None = None  # on a GPU: the first N layers' experts in host RAM
     pruned_mlp: float | None = None  # a width student: the share of MLP channels removed
+    # fits by the prediction, but the speed model's interval reaches past a latency budget
+    marginal: bool = False
 
     @property
     def student(self) -> Student:
@@ -310,9 +312,12 @@ def _evaluate(
         miss("quality", f"quality prior {p.quality:.3f} < floor {budget.min_quality:g}")
 
     reasons = [text for _, text in found]
+    marginal = []
     if not found:
         host = f"; host {p.host_arithmetic}" if p.host_arithmetic else ""
         reasons.append(f"fits: {'VRAM' if on_gpu else 'memory'} {p.arithmetic}{host}")
+        marginal = _marginal(p, budget)
+        reasons += marginal
     return Candidate(
         format=fmt.name,
         precision=precision.name,
@@ -327,4 +332,24 @@ def _evaluate(
         kv_cache=kv,
         cpu_moe_layers=cpu_moe or None,
         pruned_mlp=pruned_mlp,
+        marginal=bool(marginal),
     )
+
+
+def _marginal(p: Prediction, budget) -> list[str]:
+    """Why a fitting candidate is marginal: its speed interval (the speed model's held-out
+    errors, 10th to 90th percentile) reaches past a latency budget."""
+    out = []
+    low = p.decode_tokens_per_s_low
+    if low is not None and low < budget.decode_tokens_per_s:
+        out.append(
+            f"marginal: decode {low:.1f}-{p.decode_tokens_per_s_high:.1f} tok/s (the speed "
+            f"model's interval) reaches below the budget {budget.decode_tokens_per_s:g} tok/s"
+        )
+    if p.first_token_ms_high > budget.first_token_ms:
+        out.append(
+            f"marginal: first token {p.first_token_ms_low:,.0f}-{p.first_token_ms_high:,.0f} ms "
+            f"(the speed model's interval) reaches past the budget "
+            f"{budget.first_token_ms:,.0f} ms"
+        )
+    return out

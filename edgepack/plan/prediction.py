@@ -1,8 +1,11 @@
 """The planner's predictions for one candidate: memory, disk, speed and a quality prior.
 
-Pure: no I/O, no backend imports. Memory comes from edgepack.plan.memory; decode speed is memory
-bandwidth over the bytes read per token (capped by compute), first-token latency the prefill
-compute of a PROMPT_TOKENS prompt, quality a prior until a build measures it.
+Pure: no I/O, no backend imports. Memory comes from edgepack.plan.memory; decode speed and the
+prefill of a PROMPT_TOKENS prompt from the speed model fitted to published llama.cpp
+measurements (edgepack.plan.speed_model), with the interval its held-out errors give; quality
+is a prior until a build measures it. The published measurements are llama.cpp's: another
+runtime is predicted at llama.cpp's speed scaled by the ratio of their bandwidth efficiencies
+(the registry's priors), until a build on a host measures it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from ..device.profiles import Profile
 from ..export.registry import RUNTIMES, Format, Precision
 from ..model.facts import ModelFacts
 from .memory import kv_cache_bytes, resident, stored_weights
+from .speed_fit import fitted, quant_family
+from .speed_model import Cluster, Machine, Work, seconds_per_token
 from .students import Student, pruned_facts, student_loss
 
 GB = 1e9
@@ -62,6 +67,12 @@ class Prediction:
     compute_efficiency: float = 0.0  # share of peak ops it reaches in prefill
     token_overhead_s: float = 0.0  # fixed cost per decoded token (GPU kernel launches)
     host_arithmetic: str = ""  # the host's sum, where weights stay there beside a GPU
+    # the speed model's interval (10th to 90th percentile of its held-out errors) and basis
+    decode_tokens_per_s_low: float | None = None
+    decode_tokens_per_s_high: float | None = None
+    first_token_ms_low: float = 0.0
+    first_token_ms_high: float = 0.0
+    speed_basis: str = ""
 
 
 def predict(
@@ -142,7 +153,7 @@ def predict(
     prefill_s = 2 * active * PROMPT_TOKENS / compute + read_per_token / bandwidth
     # the host's share: its experts' reads at the host's bandwidth, their multiply-adds on its
     # cores, both after the GPU's part of each token; for a prompt, their copy to the GPU
-    host_s = 0.0
+    host_s = host_copy_s = 0.0
     if on_gpu and in_host:
         share = min(in_host, kept) / kept
         host_reads = expert_reads * share
@@ -151,11 +162,19 @@ def predict(
         host_ops = cpu_peak_ops(hw.cores, hw.clock_ghz, hw.isa, precision.bits)
         host_active = layer_params * expert_share * routed * share
         host_s = max(host_reads / host_bw, 2 * host_active / (host_ops * CPU_COMPUTE_EFFICIENCY))
-        prefill_s += stored.experts(facts, in_host, kept) / HOST_TO_GPU_BYTES_PER_S
+        host_copy_s = stored.experts(facts, in_host, kept) / HOST_TO_GPU_BYTES_PER_S
+        prefill_s += host_copy_s
     decode = None
     if facts.kind == "decoder":
         gpu_s = max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
         decode = 1.0 / (gpu_s + host_s)
+    speed = {}
+    if efficiency is None:  # the fitted model; a host's calibration keeps its own efficiencies
+        work = Work(read_per_token, 2 * active, kept, precision.bits, _quant(fmt, precision))
+        speed = fitted_speed(profile, fmt.runtime, on_gpu, work, host_s, host_copy_s)
+        prefill_s = speed["prefill_s"]
+        if decode is not None:
+            decode = speed["decode"]
 
     # a mixture of experts loses to quantization like a dense model of the geometric mean of
     # its total and active sizes (a common dense-equivalent rule; a prior until measured)
@@ -187,4 +206,69 @@ def predict(
         compute_efficiency=compute_eff,
         token_overhead_s=token_overhead,
         host_arithmetic=held.host_arithmetic,
+        decode_tokens_per_s_low=_round(speed.get("decode_low") if decode else None),
+        decode_tokens_per_s_high=_round(speed.get("decode_high") if decode else None),
+        first_token_ms_low=round(speed.get("prefill_low", prefill_s) * 1000, 1),
+        first_token_ms_high=round(speed.get("prefill_high", prefill_s) * 1000, 1),
+        speed_basis=speed.get("basis", "this host's measured efficiencies (calibrated)"),
     )
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
+
+
+def _quant(fmt: Format, precision: Precision) -> str:
+    """The llama.cpp type family the speed model computes with: the GGUF type, or for another
+    runtime the llama.cpp type of the same bits."""
+    if fmt.name == "gguf":
+        return quant_family(precision.name)
+    return {4: "q4_k", 8: "q8_0", 16: "f16"}.get(precision.bits, "f32")
+
+
+def machine_of(profile: Profile, on_gpu: bool) -> Machine:
+    """The profile's device as the speed model sees it (all its cores, one cluster)."""
+    hw = profile.hardware
+    if on_gpu:
+        gpu = profile.gpu
+        return Machine("gpu", gpu.memory_bandwidth_gbs, gpu_tflops=gpu.fp16_tflops)
+    cluster = Cluster(hw.cores, hw.clock_ghz, tuple(hw.isa))
+    return Machine(
+        "cpu", hw.memory_bandwidth_gbs, hw.arch, threads=hw.cores, clusters=(cluster,)
+    )
+
+
+def fitted_speed(
+    profile: Profile, runtime: str, on_gpu: bool, work: Work, host_s: float, host_copy_s: float
+) -> dict:
+    """Decode (tok/s) and a PROMPT_TOKENS prefill (s) from the fitted model, with the interval
+    of its held-out errors; host_s and host_copy_s: the host's share of a token and the copy of
+    its experts to the GPU for a prompt, where a GPU keeps some experts in host RAM. Another
+    runtime than llama.cpp: llama.cpp's figures scaled by the ratio of the registry's bandwidth
+    efficiencies (decode) until a host measures it."""
+    fit = fitted()
+    machine = machine_of(profile, on_gpu)
+    coef = fit["coefficients"]
+    scale = RUNTIMES[runtime].bandwidth_efficiency / RUNTIMES["llama.cpp"].bandwidth_efficiency
+    decode_s = seconds_per_token(coef, "decode", work, machine) / scale + host_s
+    per_token = seconds_per_token(coef, "prefill", work, machine, PROMPT_TOKENS)
+    prefill_s = per_token * PROMPT_TOKENS + host_copy_s
+    dec, pre = fit["spread"][f"{machine.kind}/decode"], fit["spread"][f"{machine.kind}/prefill"]
+    decode = 1.0 / decode_s
+    basis = (
+        f"llama.cpp fitted to {fit['rows']} published measurements ({machine.kind}: decode "
+        f"within {dec['median_x']:.2f}x at the median, {dec['worst_x']:.2f}x at worst, on "
+        f"{dec['devices']} devices the fit did not see)"
+    )
+    if runtime != "llama.cpp":
+        basis += f"; {runtime} at {scale:.2f}x llama.cpp's decode (the registry's prior)"
+    return {
+        "decode": decode,
+        "decode_low": decode / dec["ratio_q90"],
+        "decode_high": decode / dec["ratio_q10"],
+        "prefill_s": prefill_s,
+        # a time: ratio = predicted speed / published, so time spans ratio_q10 .. ratio_q90
+        "prefill_low": prefill_s * pre["ratio_q10"],
+        "prefill_high": prefill_s * pre["ratio_q90"],
+        "basis": basis,
+    }

@@ -144,7 +144,7 @@ print("LEAN-CHECK", code, ",".join(heavy), file=sys.stderr)
         ["--help"],
         ["targets"],
         ["inspect", "--model", "tests/configs/llama-2-7b"],
-        ["plan", "--model", "tests/configs/llama-2-7b", "--target", "xeon", "--json"],
+        ["plan", "--model", "tests/configs/llama-2-7b", "--target", "t4", "--json"],
         ["inspect"],
         ["plan", "--target", "xeon"],
     ],

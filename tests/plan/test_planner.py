@@ -38,15 +38,15 @@ def test_llama2_7b_on_edge_fits_only_as_a_student_under_the_floor(tmp_path):
     )
     assert "memory" in q4.violations
     assert "stored x1.7" in q4.reasons[0] and "KV cache 0.54 (2048 tokens)" in q4.reasons[0]
-    # with llama.cpp's q8_0 KV cache (34 bytes per 32 values) that half-depth student fits, but
-    # its prior after a short distillation (measured on the default model) misses the floor 0.85
+    # a student that fits every budget but the floor: only a quarter-depth one decodes 5 tok/s
+    # on a Pi 5 class board (published llama.cpp measurements), and its prior after a short
+    # distillation (measured on the default model) misses the floor 0.85
     assert p.chosen is None
-    assert (
-        "gguf q5_k_m, 16-layer student, KV cache q8_0 fits, but its quality prior 0.2"
-        in (p.needs["message"])
-    )
-    # a target that accepts that prior gets it
-    p = plan(facts("llama-2-7b"), load_profile(str(_tight(tmp_path, 3, floor=0.15))))
+    assert "gguf q8_0, 8-layer student fits, but its quality prior 0.08" in p.needs["message"]
+    # where decode may be slower, llama.cpp's q8_0 KV cache (34 bytes per 32 values) lets the
+    # half-depth student fit, and a target that accepts its prior gets it
+    slower = _tight(tmp_path, 3, floor=0.15, decode=2)
+    p = plan(facts("llama-2-7b"), load_profile(str(slower)))
     assert p.chosen is not None and p.chosen.kv_cache == "q8_0"
     assert p.chosen.student_layers == 16 and p.chosen.format == "gguf"
     assert "KV cache 0.29 (2048 tokens, 1.0625 B an element)" in p.chosen.predicted.arithmetic
@@ -54,18 +54,26 @@ def test_llama2_7b_on_edge_fits_only_as_a_student_under_the_floor(tmp_path):
 
 def test_mistral_7b_on_edge_takes_a_distilled_low_bit_student(tmp_path):
     # GQA (8 KV heads) keeps the KV cache a quarter of Llama-2's: a half-depth student fits
-    # (where the floor accepts its prior)
-    p = plan(facts("mistral-7b"), load_profile(str(_tight(tmp_path, 3, floor=0.15))))
+    # (where the floor accepts its prior, and decode may be slower than a Pi 5 runs it)
+    p = plan(facts("mistral-7b"), load_profile(str(_tight(tmp_path, 3, floor=0.15, decode=2))))
     assert p.chosen.student_layers is not None and p.chosen.student_layers < 32
     assert p.chosen.bits <= 5
     assert p.chosen.predicted.memory_bytes <= 3.0 * GB
 
 
-def test_llama2_7b_on_xeon_keeps_all_layers_at_5_bits_or_more():
+def test_llama2_7b_on_xeon_misses_its_first_token_and_says_how_much_faster_it_would_need():
+    # 16 Sapphire Rapids cores run a 128-token prompt of a 7B model in ~1.5 s (published
+    # llama.cpp measurements of 48-core ones: ~260 tok/s): not within the server's 1 s
     p = plan(facts("llama-2-7b"), load_profile("xeon"))
-    assert not p.chosen.is_student
-    # q5_k_m's prior is within the server's 0.005 tolerance of q8_0's, and faster
-    assert p.chosen.bits >= 5
+    assert p.chosen is None
+    assert 1.2 < p.needs["speedup"] < 2.5
+    assert "a device about" in p.needs["message"] and "first token takes" in p.needs["message"]
+    # with a looser first-token budget all its layers fit at 5 bits or more: q5_k_m's prior is
+    # within the server's 0.005 tolerance of q8_0's, and faster
+    raw = tomllib.loads((PROFILES / "xeon.toml").read_text())
+    raw["budget"]["first_token_ms"] = 3000
+    p = plan(facts("llama-2-7b"), parse_profile(raw, source="test"))
+    assert not p.chosen.is_student and p.chosen.bits >= 5
 
 
 def test_llama2_7b_on_t4_shows_fp16_plus_kv_arithmetic():
@@ -89,9 +97,7 @@ def test_llama2_7b_on_t4_shows_fp16_plus_kv_arithmetic():
 
 TABLE = [
     # model, target, student expected, allowed bits of the choice
-    ("llama-2-7b", "xeon", False, {5, 6, 8, 16, 32}),
     ("llama-2-7b", "t4", False, {4, 5, 6, 8}),
-    ("mistral-7b", "xeon", False, {5, 6, 8, 16}),
     ("mistral-7b", "t4", False, {5, 6, 8}),
     ("qwen2.5-0.5b", "edge-4gb", False, {4, 5, 6}),  # size objective
     ("qwen2.5-0.5b", "laptop", False, {5, 6, 8, 16}),
@@ -175,13 +181,15 @@ def test_quality_prior_falls_with_bits_and_with_students():
     assert q_small[("gguf", "q4_0", None, None)] < q[("gguf", "q4_0", None, None)]
 
 
-def _tight(tmp_path, memory_gb, objective=None, floor=None):
+def _tight(tmp_path, memory_gb, objective=None, floor=None, decode=None):
     raw = tomllib.loads((PROFILES / "edge-4gb.toml").read_text())
     raw["name"] = "tight"
     raw["objective"] = objective or raw["objective"]
     raw["budget"]["memory_gb"] = memory_gb
     if floor is not None:
         raw["budget"]["min_quality"] = floor
+    if decode is not None:
+        raw["budget"]["decode_tokens_per_s"] = decode
     path = tmp_path / "tight.toml"
     lines = [f'{k} = "{v}"' for k, v in raw.items() if isinstance(v, str)]
     for section, values in raw.items():
@@ -286,3 +294,19 @@ def test_encoder_plan_has_no_kv_cache_or_decode():
     assert not any(c.is_student for c in p.candidates)
     assert all(c.predicted.kv_cache_bytes == 0 for c in p.candidates)
     assert all(c.predicted.decode_tokens_per_s is None for c in p.candidates)
+
+
+def test_a_budget_inside_the_speed_interval_marks_the_candidate_marginal(tmp_path):
+    """The plan's speed is the fitted model's, with the interval of its held-out errors; a
+    candidate that fits by the point but whose interval reaches past a budget is marginal."""
+    model = facts("smollm2-135m")
+    roomy = plan(model, load_profile(str(_tight(tmp_path, 3.0)))).chosen
+    p = roomy.predicted
+    assert p.decode_tokens_per_s_low < p.decode_tokens_per_s < p.decode_tokens_per_s_high
+    assert p.first_token_ms_low < p.first_token_ms < p.first_token_ms_high
+    assert "fitted to" in p.speed_basis and "did not see" in p.speed_basis
+    assert not roomy.marginal
+    between = (p.decode_tokens_per_s_low + p.decode_tokens_per_s) / 2
+    chosen = plan(model, load_profile(str(_tight(tmp_path, 3.0, decode=round(between, 1))))).chosen
+    assert chosen.marginal and chosen.feasible
+    assert any(r.startswith("marginal: decode") for r in chosen.reasons)
