@@ -2,7 +2,9 @@
 
 rows(): the database (edgepack/data/speed_measurements.json). usable(row): why a row cannot
 serve the fit (None when it can): an ambiguous row, a backend edgepack does not plan for
-(Metal, Vulkan, ROCm), a CPU row without its threads, clock or memory bandwidth. fit(): the
+(Metal, Vulkan, ROCm), a CPU that is neither arm64 nor x86_64, a GPU before Volta, two sockets,
+a model with linear-attention or convolution layers, a mixture of experts' prompt, a CPU row
+without its threads, clock or memory bandwidth. fit(): the
 non-negative coefficients that minimise the squared relative error of the predicted time per
 token over the usable rows, per (kind, phase). leave_one_device_out(): every usable row
 predicted by a fit that did not see its device. fitted(): the coefficients stored by
