@@ -67,7 +67,8 @@ def layers(model: str) -> int | None:
 def device_key(row: dict) -> str:
     """One device, however its rows name it: the GPU, or the CPU model."""
     name = row["gpu"] if PLANNED_BACKENDS.get(row["backend"]) == "gpu" else row["cpu"]
-    return re.sub(r"[^a-z0-9]+", " ", (name or row["device"]).lower()).strip()
+    key = re.sub(r"[^a-z0-9]+", " ", (name or row["device"]).lower()).strip()
+    return re.sub(r"^(nvidia |geforce )+", "", key)  # "NVIDIA Tesla T4" is "Tesla T4"
 
 
 def work(row: dict) -> Work | None:
