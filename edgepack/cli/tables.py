@@ -265,9 +265,16 @@ def _candidate_row(c: dict) -> list[str]:
         f"{c['format']} {c['precision']}",
         f"{p['quality']:.3f} / {_num(m['retention'])}",
         f"{p['memory_bytes'] / 1e6:,.0f} / {mem}",
-        f"{_num(p['decode_tokens_per_s'])} / {_num(m['decode_tokens_per_s'])}",
+        f"{_speed(p['decode_tokens_per_s'])} / {_speed(m['decode_tokens_per_s'])}",
         verdict,
     ]
+
+
+def _speed(value) -> str:
+    """Tokens per second: one decimal below 100."""
+    if isinstance(value, int | float):
+        return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+    return "-" if value is None else str(value)
 
 
 def _num(value) -> str:
