@@ -265,19 +265,13 @@ def _candidate_row(c: dict) -> list[str]:
         f"{c['format']} {c['precision']}",
         f"{p['quality']:.3f} / {_num(m['retention'])}",
         f"{p['memory_bytes'] / 1e6:,.0f} / {mem}",
-        f"{_speed(p['decode_tokens_per_s'])} / {_speed(m['decode_tokens_per_s'])}",
+        f"{_num(p['decode_tokens_per_s'], 1)} / {_num(m['decode_tokens_per_s'], 1)}",
         verdict,
     ]
 
 
-def _speed(value) -> str:
-    """Tokens per second: one decimal below 100."""
-    if isinstance(value, int | float):
-        return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
-    return "-" if value is None else str(value)
-
-
-def _num(value) -> str:
+def _num(value, digits: int = 3) -> str:
+    """A float with `digits` decimals below 100 and none above; an int with separators."""
     if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+        return f"{value:,.{digits}f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
