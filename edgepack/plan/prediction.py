@@ -150,7 +150,7 @@ def predict(
         + (facts.embedding_parameters if facts.tie_word_embeddings else 0)
     )
     read_per_token = dense_blocks + expert_reads + head_bits / 8 + kv_decode
-    prefill_s = 2 * active * PROMPT_TOKENS / compute + read_per_token / bandwidth
+    prefill_read = read_per_token  # a prompt reads every expert's weights where they are
     # the host's share: its experts' reads at the host's bandwidth, their multiply-adds on its
     # cores, both after the GPU's part of each token; for a prompt, their copy to the GPU
     host_s = host_copy_s = 0.0
@@ -163,18 +163,17 @@ def predict(
         host_active = layer_params * expert_share * routed * share
         host_s = max(host_reads / host_bw, 2 * host_active / (host_ops * CPU_COMPUTE_EFFICIENCY))
         host_copy_s = stored.experts(facts, in_host, kept) / HOST_TO_GPU_BYTES_PER_S
-        prefill_s += host_copy_s
-    decode = None
-    if facts.kind == "decoder":
-        gpu_s = max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
-        decode = 1.0 / (gpu_s + host_s)
     speed = {}
-    if efficiency is None:  # the fitted model; a host's calibration keeps its own efficiencies
+    if efficiency is None:  # the fitted model
         work = Work(read_per_token, 2 * active, kept, precision.bits, _quant(fmt, precision))
         speed = fitted_speed(profile, fmt.runtime, on_gpu, work, host_s, host_copy_s)
-        prefill_s = speed["prefill_s"]
-        if decode is not None:
-            decode = speed["decode"]
+        prefill_s, decode = speed["prefill_s"], speed["decode"]
+    else:  # a host's calibrated efficiencies, in bandwidth x efficiency terms
+        prefill_s = 2 * active * PROMPT_TOKENS / compute + prefill_read / bandwidth + host_copy_s
+        gpu_s = max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
+        decode = 1.0 / (gpu_s + host_s)
+    if facts.kind != "decoder":
+        decode = None
 
     # a mixture of experts loses to quantization like a dense model of the geometric mean of
     # its total and active sizes (a common dense-equivalent rule; a prior until measured)
