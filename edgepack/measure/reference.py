@@ -7,13 +7,14 @@ For an encoder: mean-pooled sentence embeddings.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..cache import content_key
+from ..cache import content_key, locked, write_atomic
 from ..model.facts import ModelFacts
 from .probes import AGREEMENT_TEXT, ENCODER_SENTENCES, LOGIT_INPUTS, TOKENIZER_PROBES
 
@@ -46,15 +47,16 @@ model_key = content_key  # the reference, exports and evaluations are keyed by c
 def reference(model_dir: Path, facts: ModelFacts, cache_dir: Path, trust_remote_code=False):
     """The reference for model_dir, from cache_dir when it was computed before."""
     path = Path(cache_dir) / "references" / f"{model_key(model_dir)}.npz"
-    if path.exists():
-        ref = _load(path)
-        if ref is not None:
-            return ref
-    ref = _compute(Path(model_dir), facts, trust_remote_code)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    _save(ref, tmp)
-    tmp.replace(path)
+    # builds running side by side compute it once: the others wait, then read it
+    with locked(path.with_suffix(".lock")):
+        if path.exists():
+            ref = _load(path)
+            if ref is not None:
+                return ref
+        ref = _compute(Path(model_dir), facts, trust_remote_code)
+        data = io.BytesIO()
+        _save(ref, data)
+        write_atomic(path, data.getvalue())
     return ref
 
 
@@ -105,7 +107,7 @@ def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Ref
     )
 
 
-def _save(ref: Reference, path: Path) -> None:
+def _save(ref: Reference, path) -> None:
     meta = {
         "probes": ref.probes,
         "inputs": ref.inputs,
