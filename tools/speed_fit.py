@@ -30,6 +30,9 @@ def run() -> dict:
     spread = {
         f"{kind}/{phase}": sf.spread(held, kind, phase) for kind, phase in FEATURES
     }
+    carried = {
+        f"{kind}/{phase}": sf.transfer(data, held, kind, phase) for kind, phase in FEATURES
+    }
     db = resources.files("edgepack").joinpath(sf.DB).read_bytes()
     skipped = [
         {"id": r["id"], "phase": phase, "why": why}
@@ -43,6 +46,7 @@ def run() -> dict:
         "coefficients": coefficients,
         "features": {f"{k}/{p}": list(names) for (k, p), names in FEATURES.items()},
         "spread": spread,
+        "transfer": carried,
         "held_out": held,
         "skipped": skipped,
     }
@@ -67,6 +71,9 @@ def text(result: dict) -> str:
             f"median {s['median_x']:.2f}x, worst {s['worst_x']:.2f}x; "
             f"ratio 10-90 %: {s['ratio_q10']:.2f}-{s['ratio_q90']:.2f}"
         )
+    lines += ["", "a held-out error that recurs on another device, same model and quant:"]
+    for key, t in result["transfer"].items():
+        lines.append(f"  {key:12} weight {t['weight']:.3f} over {t['pairs']} pairs of rows")
     lines += ["", "coefficients (all rows):"]
     for key, coef in result["coefficients"].items():
         names = result["features"][key]
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         stored = {k: result[k] for k in ("database_sha256", "rows", "coefficients", "features")}
         stored["spread"] = result["spread"]
+        stored["transfer"] = result["transfer"]
         path = resources.files("edgepack").joinpath(sf.FIT)
         with open(str(path), "w", encoding="utf-8") as fh:
             fh.write(json.dumps(stored, indent=1) + "\n")

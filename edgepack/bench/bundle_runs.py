@@ -146,7 +146,7 @@ def _calibrated(spec: dict, manifest: dict, keys: tuple) -> dict:
     else:
         profile = parse_profile(manifest["target"], source="the bundle's manifest")
     c = manifest["plan"]  # rebuilt as edgepack.plan.planner.Plan.from_dict does
-    fields = {**c, "predicted": Prediction(**c["predicted"])}
+    fields = {**c, "predicted": Prediction.from_dict(c["predicted"])}
     fields |= {"reasons": tuple(c["reasons"]), "violations": tuple(c["violations"])}
     candidate = Candidate(**fields)
     host = host_machine()

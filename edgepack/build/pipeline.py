@@ -35,7 +35,7 @@ from ..measure.validate import validate
 from ..model.default import model_name
 from ..model.facts import ModelFacts
 from ..plan.planner import plan
-from ..plan.speed_calibration import device_prediction, host_machine, record
+from ..plan.speed_calibration import device_prediction, host_factors, host_machine, record
 from ..progress import Steps
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
@@ -258,14 +258,6 @@ def _trials(
             wheels,
         )
         trial.fallback_for = fallback_for.get(key[:2])
-        if source.facts.kind == "decoder":
-            host = host_machine()
-            trial.device_prediction = device_prediction(
-                source.facts, profile, candidate, trial.measured, host
-            )
-            eff = trial.device_prediction["calibration"]
-            if eff and trial.check.get("verdict") != "ERROR":
-                record(cache, host, candidate.runtime, candidate.precision, eff, dest.name)
         staged.append(trial)
         trials.append(trial)
         steps.close()
@@ -280,7 +272,34 @@ def _trials(
             )
             queue.append(fallback)
             fallback_for[(fallback.format, fallback.precision)] = candidate.label
+    if source.facts.kind == "decoder":
+        _predict_device(source, profile, trials, cache)
     return trials
+
+
+def _predict_device(source, profile, trials, cache) -> None:
+    """Each trial's device prediction, refined by what this host measured; a llama.cpp
+    trial's error of the fit on this host is taken out of the other runtimes' factors
+    (edgepack.plan.speed_calibration). The factors are kept for `plan --calibrated`."""
+    host = host_machine()
+    ok = [t for t in trials if t.check.get("verdict") not in (None, "ERROR")]
+    llama = next(
+        (
+            f
+            for t in ok
+            if t.candidate.runtime == "llama.cpp"
+            and (f := host_factors(source.facts, t.candidate, t.measured, host))
+        ),
+        None,
+    )
+    for t in trials:
+        t.device_prediction = device_prediction(
+            source.facts, profile, t.candidate, t.measured, host, llama
+        )
+        cal = t.device_prediction["calibration"]
+        if cal and t in ok:
+            name = f"{model_name(source.model_dir)}-{profile.name}"
+            record(cache, host, cal, name)
 
 
 def _task_set(eval_tasks, profiles, facts):

@@ -1,14 +1,14 @@
 """Selection: which candidates a build measures, which measured one it keeps, and why.
 
 No backend and no I/O: a Trial carries what the build measured (quality in the runtime, the
-bundle's own check on this host, the device prediction calibrated from it), and the functions
+bundle's own check on this host, the device prediction refined by it), and the functions
 here only read it, so they are unit-tested from tables.
 
 The gate rejects a trial whose host check ended in ERROR or missed its golden outputs, whose
 retention interval's lower bound is under the floor, or whose measured peak memory or bundle
 size is over the budget. Among the rest, the profile's objective decides (edgepack.plan.ranking,
 the planner's key), on the device's speed: the host's measurement where host and device are
-the same kind of machine, else the calibrated prediction for the device. The kept trial is
+the same kind of machine, else the prediction for the device. The kept trial is
 never dominated by another accepted one (less memory, at least its speed, retention within
 the tolerance).
 """
@@ -36,7 +36,8 @@ class Trial:
     check: dict
     reasons: list[str] = field(default_factory=list)
     fallback_for: str | None = None  # the 4-bit candidate whose miss brought this one in
-    device_prediction: dict | None = None  # calibrated speeds for the target (calibrate.py)
+    # the target's speeds, refined by this host (edgepack.plan.speed_calibration)
+    device_prediction: dict | None = None
     metric: str = "perplexity"  # what the target's floor judges: its budget.quality_metric
 
     @property
@@ -110,7 +111,11 @@ class Trial:
                 "memory_bytes": c.predicted.memory_bytes,
                 "disk_bytes": c.predicted.disk_bytes,
                 "decode_tokens_per_s": c.predicted.decode_tokens_per_s,
+                "decode_tokens_per_s_low": c.predicted.decode_tokens_per_s_low,
+                "decode_tokens_per_s_high": c.predicted.decode_tokens_per_s_high,
                 "first_token_ms": c.predicted.first_token_ms,
+                "first_token_ms_low": c.predicted.first_token_ms_low,
+                "first_token_ms_high": c.predicted.first_token_ms_high,
                 "quality": c.predicted.quality,
             },
             "measured": {

@@ -2,9 +2,10 @@
 
 Per target: quality retention against size on disk (the floor, the measured Pareto front, the
 chosen bundle filled and larger, rejected ones hollow, 95 % intervals), peak memory, decode
-speed and first-token latency against the budgets (this host's measurement next to the
-calibrated prediction for the device where the build made one), and a table of prediction
-next to measurement with each verdict and its reasons.
+speed and first-token latency against the budgets (this host's measurement next to the one
+prediction for the device, with its interval: the plan's, refined by this host's measurement
+where the build made one), and a table of prediction next to measurement with each verdict and
+its reasons; a candidate whose speed interval straddles a budget is marked marginal.
 
 write_report takes the build's results as they are: each has `.target` and
 `.candidates_measured` (Trial.row dicts) and may have `.budget` (the target's budget dict);
@@ -15,24 +16,13 @@ every text escaped; the page is well-formed XML.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, is_dataclass
 from html import escape
 from pathlib import Path
 
-from .report_svg import (
-    fitting_ticks,
-    kind,
-    legend,
-    line,
-    quality_chart,
-    short,
-    svg,
-    t,
-    text_width,
-    tick_text,
-)
+from .report_bars import bar_chart
+from .report_svg import kind, quality_chart
 from .report_tasks import task_table
 
 CSS = """
@@ -78,7 +68,7 @@ svg .bar.device { fill: #f28e2b; }
 """
 
 HOST = "this host (measured)"
-DEVICE = "predicted for the device"
+DEVICE = "predicted for the device (80 % interval)"
 FIRST = ' class="first"'  # the first column of a group
 
 
@@ -104,8 +94,9 @@ def render(model: str, results) -> str:
 Quality is retention: reference perplexity / candidate perplexity on the evaluation text,
 measured in the candidate's own runtime; it and memory carry over to the device. Speeds
 <span class="host">measured on this host</span> are the build host's, not the device's; the
-<span class="device">device's</span> are predicted, and proven by the bundle's check.py on the
-device.</p>
+<span class="device">device's</span> are predicted (one prediction, with the interval of the
+speed model's errors on devices it was not fitted to), and proven by the bundle's check.py on
+the device.</p>
 {sections}
 </body></html>
 """
@@ -140,7 +131,7 @@ def _section(target: str, rows: list[dict], budget: dict) -> str:
 {chart}
 <div class="charts">{_budget_charts(rows, names, budget)}</div>
 {_bases(rows, names)}
-{_table(rows, names)}
+{_table(rows, names, budget)}
 {task_table(rows, names)}"""
 
 
@@ -167,7 +158,33 @@ def _measured(row: dict, key: str):
 
 
 def _device(row: dict, key: str):
-    return (row.get("device_prediction") or {}).get(key)
+    """The device's predicted figure: the build's refined prediction, else the plan's."""
+    device = row.get("device_prediction") or row.get("predicted") or {}
+    return device.get(key)
+
+
+def _span(row: dict, key: str):
+    low, high = _device(row, f"{key}_low"), _device(row, f"{key}_high")
+    return None if low is None or high is None else (low, high)
+
+
+def marginal(row: dict, budget: dict) -> list[str]:
+    """Why a candidate is marginal: its device interval straddles a latency budget."""
+    out = []
+    floor, ceiling = budget.get("decode_tokens_per_s"), budget.get("first_token_ms")
+    span = _span(row, "decode_tokens_per_s")
+    if floor is not None and span and span[0] < floor <= span[1]:
+        out.append(
+            f"marginal: decode {span[0]:,.1f}–{span[1]:,.1f} tokens/s on the device straddles "
+            f"the budget {floor:g}"
+        )
+    span = _span(row, "first_token_ms")
+    if ceiling is not None and span and span[0] <= ceiling < span[1]:
+        out.append(
+            f"marginal: first token {span[0]:,.0f}–{span[1]:,.0f} ms on the device straddles "
+            f"the budget {ceiling:g}"
+        )
+    return out
 
 
 def _budget_charts(rows: list[dict], names: list[str], budget: dict) -> str:
@@ -187,87 +204,18 @@ def _budget_charts(rows: list[dict], names: list[str], budget: dict) -> str:
             "max",
         )
     ]
-    has_device = any(r.get("device_prediction") for r in rows)
     for title, unit, key, measured_key, budget_key, direction in (
         ("Decode speed", "tokens/s", "decode_tokens_per_s", "decode_tokens_per_s",
          "decode_tokens_per_s", "min"),
         ("First-token latency, 128-token prompt", "ms", "first_token_ms", "first_token_ms",
          "first_token_ms", "max"),
     ):  # fmt: skip
-        series = [("bar host", HOST, [_measured(r, measured_key) for r in rows])]
-        if has_device:
-            series.append(("bar device", DEVICE, [_device(r, key) for r in rows]))
+        series = [
+            ("bar host", HOST, [_measured(r, measured_key) for r in rows]),
+            ("bar device", DEVICE, [_device(r, key) for r in rows], [_span(r, key) for r in rows]),
+        ]
         charts.append(bar_chart(title, unit, names, series, budget.get(budget_key), direction))
     return "\n".join(charts)
-
-
-def bar_chart(
-    title: str,
-    unit: str,
-    names: list[str],
-    series: list[tuple[str, str, list[float | None]]],
-    budget: float | None,
-    budget_kind: str,
-) -> str:
-    """Horizontal bars per candidate, one per series (css class, legend text, values in
-    `unit`, None for not measured), and the budget as a vertical line: a ceiling ("max") or
-    a floor ("min")."""
-    values = [v for _, _, vs in series for v in vs if v is not None]
-    if not values:
-        return ""
-    bar, inner, group_gap, width = 10, 1, 9, 360
-    cats = [short(n, 22) for n in names]
-    x0 = max([text_width(c) for c in cats] + [40]) + 12
-    top_value = max(values + ([budget] if budget is not None else [])) * 1.05
-    xt = fitting_ticks(0.0, top_value, width - x0 - 30)
-    x1 = width - 6 - text_width(tick_text(xt[-1], xt)) / 2
-
-    def sx(v):
-        return x0 + v / xt[-1] * (x1 - x0)
-
-    body = [t(4, 14, title, "title")]
-    leg, y = legend([(cls.split()[-1], text) for cls, text, _ in series], 4, 32, width)
-    body.extend(leg)
-    if budget is not None:
-        y += 16
-        text = f"budget {'≤' if budget_kind == 'max' else '≥'} {budget:g} {unit}"
-        bx = min(max(sx(budget), 4 + text_width(text) / 2), width - 4 - text_width(text) / 2)
-        body.append(t(bx, y, text, "budget-label", "middle"))
-    top = y + 8
-    group = len(series) * (bar + inner) - inner + group_gap
-    bottom = top + group * len(names)
-    body.append(
-        f'<rect class="plot" x="{x0:.1f}" y="{top:.1f}" width="{x1 - x0:.1f}" '
-        f'height="{bottom - top:.1f}"/>'
-    )
-    for v in xt:
-        body.append(line(sx(v), top, sx(v), bottom, "grid"))
-        body.append(t(sx(v), bottom + 14, tick_text(v, xt), "tick", "middle"))
-    body.append(t((x0 + x1) / 2, bottom + 30, unit, "axis", "middle"))
-    smallest = min([v for v in values if v > 0] or [1.0])  # two significant digits at least
-    digits = min(3, max(0, 1 - math.floor(math.log10(smallest))))
-    for g, name in enumerate(names):
-        gy = top + group_gap / 2 + g * group
-        cat = t(x0 - 6, gy + group / 2 - group_gap / 2 + 4, cats[g], "cat", "end")
-        body.append(f"<g><title>{escape(name)}</title>{cat}</g>")
-        for s, (cls, text, vs) in enumerate(series):
-            by, v = gy + s * (bar + inner), vs[g]
-            if v is None:
-                body.append(t(x0 + 4, by + bar - 1, "not measured", "muted-text"))
-                continue
-            w = sx(v) - x0
-            body.append(
-                f'<rect class="{cls}" x="{x0:.1f}" y="{by:.1f}" width="{w:.1f}" height="{bar}">'
-                f"<title>{escape(f'{name}, {text}: {v:,.{digits}f} {unit}')}</title></rect>"
-            )
-            value = f"{v:,.{digits}f}"
-            if sx(v) + 4 + text_width(value) <= width - 2:
-                body.append(t(sx(v) + 4, by + bar - 1, value, "value"))
-            else:
-                body.append(t(sx(v) - 4, by + bar - 1, value, "value inbar", "end"))
-    if budget is not None:
-        body.append(line(sx(budget), top - 4, sx(budget), bottom, "budget"))
-    return svg(width, bottom + 40, title, body)
 
 
 def _div(value, scale):
@@ -282,13 +230,10 @@ def _bases(rows: list[dict], names: list[str]) -> str:
     )
     bases: dict[str, list[str]] = {}
     for r, n in zip(rows, names, strict=True):
-        if _device(r, "basis"):
-            bases.setdefault(str(_device(r, "basis")), []).append(n)
-    if not bases:
-        return (
-            f"{head} No calibrated prediction for the device was recorded; the planner's "
-            "prediction is in the table.</p>"
+        basis = (r.get("device_prediction") or {}).get("basis") or (
+            "the plan's prediction (nothing measured on this host refined it)"
         )
+        bases.setdefault(str(basis), []).append(n)
     ranked = sorted({str(_device(r, "ranked_by")) for r in rows if _device(r, "ranked_by")})
     if ranked:
         head += f" Speed ranking used the {escape(' and the '.join(ranked))}."
@@ -299,11 +244,10 @@ def _bases(rows: list[dict], names: list[str]) -> str:
     )
 
 
-def _table(rows: list[dict], names: list[str]) -> str:
+def _table(rows: list[dict], names: list[str], budget: dict) -> str:
     if not rows:
         return '<p class="muted">No candidate was measured for this target.</p>'
-    dev = any(r.get("device_prediction") for r in rows)
-    speeds = ["planned", "device", "this host"] if dev else ["planned", "this host"]
+    speeds = ["device (80 % interval)", "this host"]
     groups = [
         ("quality retention", ["planned", "measured (95 % interval)"]),
         ("peak memory MB", ["planned", "this host"]),
@@ -321,14 +265,13 @@ def _table(rows: list[dict], names: list[str]) -> str:
         for i, c in enumerate(cols)
     )
     width = 2 + sum(len(cols) for _, cols in groups)
-    body = [_row(r, n, dev, width) for r, n in zip(rows, names, strict=True)]
+    body = [_row(r, n, budget, width) for r, n in zip(rows, names, strict=True)]
     note = (
-        '<p class="muted">planned: the planner\'s prediction for the device; device: that '
-        "prediction calibrated against this host's measurements; this host: measured by the "
+        '<p class="muted">device: the one prediction for '
+        "the device (the speed model fitted to published llama.cpp measurements, refined by "
+        "this host's measurement where the build made one), with the 10th to 90th percentile "
+        "of the model's errors on devices it was not fitted to; this host: measured by the "
         "bundle's check on the build host.</p>"
-        if dev
-        else '<p class="muted">planned: the planner\'s prediction for the device; this host: '
-        "measured by the bundle's check on the build host.</p>"
     )
     return (
         f"<table><thead>{head1}</tr>{head2}</tr></thead><tbody>{''.join(body)}</tbody>"
@@ -336,7 +279,7 @@ def _table(rows: list[dict], names: list[str]) -> str:
     )
 
 
-def _row(r: dict, row_name: str, dev: bool, width: int) -> str:
+def _row(r: dict, row_name: str, budget: dict, width: int) -> str:
     p, m = r.get("predicted") or {}, r.get("measured") or {}
     k = kind(r)
     reasons = list(r.get("reasons") or [])
@@ -344,15 +287,17 @@ def _row(r: dict, row_name: str, dev: bool, width: int) -> str:
         reasons.append(f"bundle check on this host: {r['status']}")
     if r.get("fallback_for"):
         reasons.append(f"mixed-precision variant standing in for {r['fallback_for']}")
+    reasons += [m for m in marginal(r, budget) if m not in reasons]
     interval = ""
     if m.get("retention_low") is not None and m.get("retention_high") is not None:
         interval = f" ({m['retention_low']:.3f}–{m['retention_high']:.3f})"
 
     def speeds(key: str, spec: str) -> list[str]:
-        cells = [_f(p.get(key), spec)]
-        if dev:
-            cells.append(_f(_device(r, key), spec))
-        return [*cells, _f(m.get(key), spec)]
+        device = _f(_device(r, key), spec)
+        span = _span(r, key)
+        if span:
+            device += f" ({format(span[0], spec)}–{format(span[1], spec)})"
+        return [device, _f(m.get(key), spec)]
 
     groups = [
         [_f(p.get("quality"), ".3f"), _f(m.get("retention"), ".4f") + interval],

@@ -14,8 +14,8 @@ from .options import emit, json_option, model_facts, model_options
 @click.option(
     "--calibrated",
     is_flag=True,
-    help="Use the runtime efficiencies this host measured in earlier builds instead of the "
-    "priors (see `edgepack build`).",
+    help="Refine speeds with the factors this host measured in earlier builds (each runtime "
+    "against the fitted llama.cpp model; see `edgepack build`).",
 )
 @json_option
 def plan(model, allow_pickle, trust_remote_code, target, calibrated, as_json):

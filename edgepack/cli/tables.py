@@ -206,7 +206,7 @@ def build_text(results) -> str:
             "candidate",
             "quality pred/meas",
             "memory MB pred/meas",
-            "tok/s pred/here",
+            "tok/s device/here",
             "verdict",
         ]
         lines += ["        " + line for line in _table(header, rows).splitlines()]
@@ -265,9 +265,25 @@ def _candidate_row(c: dict) -> list[str]:
         f"{c['format']} {c['precision']}",
         f"{p['quality']:.3f} / {_num(m['retention'])}",
         f"{p['memory_bytes'] / 1e6:,.0f} / {mem}",
-        f"{_num(p['decode_tokens_per_s'], 1)} / {_num(m['decode_tokens_per_s'], 1)}",
+        f"{device_speed(c)} / {_num(m['decode_tokens_per_s'], 1)}",
         verdict,
     ]
+
+
+def device_speed(c: dict) -> str:
+    """The device's predicted decode with its interval, "(marginal)" where the interval
+    straddles a budget: the build's refined prediction, else the plan's."""
+    d = c.get("device_prediction") or c["predicted"]
+    decode = d.get("decode_tokens_per_s")
+    if decode is None:
+        return "-"
+    text = _num(float(decode), 1)
+    low, high = d.get("decode_tokens_per_s_low"), d.get("decode_tokens_per_s_high")
+    if low is not None and high is not None:
+        text += f" ({_num(float(low), 1)}-{_num(float(high), 1)})"
+    if d.get("marginal"):
+        text += " marginal: " + ", ".join(d["marginal"])
+    return text
 
 
 def _num(value, digits: int = 3) -> str:

@@ -94,7 +94,7 @@ class Plan:
         def candidate(c: dict | None) -> Candidate | None:
             if c is None:
                 return None
-            fields = {**c, "predicted": Prediction(**c["predicted"])}
+            fields = {**c, "predicted": Prediction.from_dict(c["predicted"])}
             fields["reasons"] = tuple(c["reasons"])
             fields["violations"] = tuple(c["violations"])
             return Candidate(**fields)
@@ -113,9 +113,9 @@ class Plan:
 
 
 def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -> Plan:
-    """calibration: {(runtime, precision): (bandwidth_efficiency, compute_efficiency)}
-    measured on a host (edgepack.plan.speed_calibration), replacing the registry's priors for those
-    rows."""
+    """calibration: {(runtime, precision): (decode factor, prefill factor)} on the fitted
+    llama.cpp speed, measured on a host (edgepack.plan.speed_calibration), replacing the
+    registry's priors for those rows."""
     if not facts.formats:
         reasons = "; ".join(f"{name}: {why}" for name, why in facts.unsupported)
         raise UnsupportedModelError(
@@ -138,7 +138,7 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
     notes = []
     if calibration:
         rows = ", ".join(f"{r} {p}" for r, p in sorted(calibration))
-        notes.append(f"decode and first token use efficiencies measured on this host: {rows}")
+        notes.append(f"decode and first token use factors measured on this host: {rows}")
     if any(c.is_student for c in candidates):
         notes.append(STUDENT_NOTE)
     if facts.kind == "encoder":
@@ -275,8 +275,8 @@ def _evaluate(
     gpu = profile.gpu
     on_gpu = gpu is not None and "gpu" in precision.devices and runtime.gpu_overhead_bytes > 0
     budget = profile.budget
-    efficiency = None if on_gpu else (calibration or {}).get((fmt.runtime, precision.name))
-    p = predict(facts, profile, fmt, precision, layers, on_gpu, efficiency, kv, cpu_moe, pruned_mlp)
+    factors = None if on_gpu else (calibration or {}).get((fmt.runtime, precision.name))
+    p = predict(facts, profile, fmt, precision, layers, on_gpu, factors, kv, cpu_moe, pruned_mlp)
     found: list[tuple[str, str]] = []  # (violation code, reason)
 
     def miss(code: str, text: str) -> None:

@@ -4,16 +4,17 @@ Pure: no I/O, no backend imports. Memory comes from edgepack.plan.memory; decode
 prefill of a PROMPT_TOKENS prompt from the speed model fitted to published llama.cpp
 measurements (edgepack.plan.speed_model), with the interval its held-out errors give; quality
 is a prior until a build measures it. The published measurements are llama.cpp's: another
-runtime is predicted at llama.cpp's speed scaled by the ratio of their bandwidth efficiencies
-(the registry's priors), until a build on a host measures it.
+runtime is predicted at llama.cpp's speed times a factor, the ratio of the registry's bandwidth
+efficiencies until a build on a host measures it (edgepack.plan.speed_calibration: the factors
+this host measured, given as `calibration`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from ..device.hardware import cpu_peak_ops, gpu_peak_ops
+from ..device.hardware import cpu_peak_ops
 from ..device.profiles import Profile
 from ..export.registry import RUNTIMES, Format, Precision
 from ..model.facts import ModelFacts
@@ -25,12 +26,9 @@ from .students import Student, pruned_facts, student_loss
 GB = 1e9
 PROMPT_TOKENS = 128  # first-token latency is budgeted for a prompt of this length
 DECODE_CONTEXT = 256  # decode speed is predicted at the context check.py measures
-CPU_COMPUTE_EFFICIENCY = 0.25  # share of peak ops a runtime reaches in prefill GEMMs
-GPU_COMPUTE_EFFICIENCY = 0.3
-# A GPU decodes a small model far below its bandwidth: every layer costs kernel launches and
-# synchronisation per token. llama.cpp decoded the default model (30 layers) at 507 tok/s on an
-# H100 (FACTS.md), 1.97 ms a token where reading its weights takes 0.05 ms: ~64 us per layer.
-GPU_LAYER_OVERHEAD_S = 64e-6
+# the host's share of a token where a GPU keeps experts in host RAM: a prior, as in the speed
+# model's CPU terms, until measured
+CPU_COMPUTE_EFFICIENCY = 0.25  # share of peak ops a runtime reaches in GEMMs
 
 # A mixture-of-experts model reads only the experts each token is routed to, but which ones
 # changes from token to token: the runtime cannot stream ahead across them. Each expert matrix
@@ -63,9 +61,6 @@ class Prediction:
     # (edgepack.plan.speed_calibration)
     decode_bytes_per_token: int = 0  # weights + KV cache read for each decoded token
     prefill_ops: float = 0.0  # multiply-adds x 2 of a PROMPT_TOKENS prompt
-    bandwidth_efficiency: float = 0.0  # share of the memory bandwidth the runtime reaches
-    compute_efficiency: float = 0.0  # share of peak ops it reaches in prefill
-    token_overhead_s: float = 0.0  # fixed cost per decoded token (GPU kernel launches)
     host_arithmetic: str = ""  # the host's sum, where weights stay there beside a GPU
     # the speed model's interval (10th to 90th percentile of its held-out errors) and basis
     decode_tokens_per_s_low: float | None = None
@@ -73,6 +68,13 @@ class Prediction:
     first_token_ms_low: float = 0.0
     first_token_ms_high: float = 0.0
     speed_basis: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Prediction:
+        """A prediction as a manifest or plan JSON stored it (fields of older versions that
+        this one no longer has are dropped)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def predict(
@@ -82,13 +84,14 @@ def predict(
     precision: Precision,
     layers: int | None,
     on_gpu: bool,
-    efficiency: tuple[float, float] | None = None,
+    calibration: tuple[float, float] | None = None,
     kv: str | None = None,
     cpu_moe: int | None = None,
     pruned_mlp: float | None = None,
 ) -> Prediction:
-    """efficiency: (bandwidth, compute) shares measured for this runtime and precision on a
-    CPU, instead of the priors; kv: one of the runtime's smaller KV-cache types; cpu_moe: on a
+    """calibration: (decode, prefill) factors on the fitted llama.cpp speed that a host
+    measured for this runtime and precision (edgepack.plan.speed_calibration), instead of the
+    registry's prior; kv: one of the runtime's smaller KV-cache types; cpu_moe: on a
     GPU, the experts of this many of the first layers stay in host RAM; layers or pruned_mlp:
     a depth or width student of the model (edgepack.plan.students)."""
     runtime = RUNTIMES[fmt.runtime]
@@ -127,17 +130,6 @@ def predict(
     )
 
     hw = profile.hardware
-    gpu = profile.gpu
-    token_overhead = 0.0
-    if on_gpu:
-        bw_eff, compute_eff = runtime.bandwidth_efficiency, GPU_COMPUTE_EFFICIENCY
-        bandwidth = gpu.memory_bandwidth_gbs * GB * bw_eff
-        compute = gpu_peak_ops(gpu, precision.bits) * compute_eff
-        token_overhead = GPU_LAYER_OVERHEAD_S * kept
-    else:
-        bw_eff, compute_eff = efficiency or (runtime.bandwidth_efficiency, CPU_COMPUTE_EFFICIENCY)
-        bandwidth = hw.memory_bandwidth_gbs * GB * bw_eff
-        compute = cpu_peak_ops(hw.cores, hw.clock_ghz, hw.isa, precision.bits) * compute_eff
     # a token computes with the dense part of each block and its routed experts only
     expert_share = facts.expert_parameters / max(facts.layer_parameters, 1)
     routed = facts.experts_per_token / facts.num_experts if facts.num_experts else 0.0
@@ -150,7 +142,6 @@ def predict(
         + (facts.embedding_parameters if facts.tie_word_embeddings else 0)
     )
     read_per_token = dense_blocks + expert_reads + head_bits / 8 + kv_decode
-    prefill_read = read_per_token  # a prompt reads every expert's weights where they are
     # the host's share: its experts' reads at the host's bandwidth, their multiply-adds on its
     # cores, both after the GPU's part of each token; for a prompt, their copy to the GPU
     host_s = host_copy_s = 0.0
@@ -163,15 +154,9 @@ def predict(
         host_active = layer_params * expert_share * routed * share
         host_s = max(host_reads / host_bw, 2 * host_active / (host_ops * CPU_COMPUTE_EFFICIENCY))
         host_copy_s = stored.experts(facts, in_host, kept) / HOST_TO_GPU_BYTES_PER_S
-    speed = {}
-    if efficiency is None:  # the fitted model
-        work = Work(read_per_token, 2 * active, kept, precision.bits, _quant(fmt, precision))
-        speed = fitted_speed(profile, fmt.runtime, on_gpu, work, host_s, host_copy_s)
-        prefill_s, decode = speed["prefill_s"], speed["decode"]
-    else:  # a host's calibrated efficiencies, in bandwidth x efficiency terms
-        prefill_s = 2 * active * PROMPT_TOKENS / compute + prefill_read / bandwidth + host_copy_s
-        gpu_s = max(read_per_token / bandwidth + token_overhead, 2 * active / compute)
-        decode = 1.0 / (gpu_s + host_s)
+    work = Work(read_per_token, 2 * active, kept, precision.bits, quant_of(fmt, precision))
+    speed = fitted_speed(profile, fmt.runtime, on_gpu, work, host_s, host_copy_s, calibration)
+    prefill_s, decode = speed["prefill_s"], speed["decode"]
     if facts.kind != "decoder":
         decode = None
 
@@ -201,15 +186,12 @@ def predict(
         buffers_bytes=held.buffers_bytes,
         decode_bytes_per_token=int(read_per_token),
         prefill_ops=2 * active * PROMPT_TOKENS,
-        bandwidth_efficiency=bw_eff,
-        compute_efficiency=compute_eff,
-        token_overhead_s=token_overhead,
         host_arithmetic=held.host_arithmetic,
-        decode_tokens_per_s_low=_round(speed.get("decode_low") if decode else None),
-        decode_tokens_per_s_high=_round(speed.get("decode_high") if decode else None),
-        first_token_ms_low=round(speed.get("prefill_low", prefill_s) * 1000, 1),
-        first_token_ms_high=round(speed.get("prefill_high", prefill_s) * 1000, 1),
-        speed_basis=speed.get("basis", "this host's measured efficiencies (calibrated)"),
+        decode_tokens_per_s_low=_round(speed["decode_low"] if decode else None),
+        decode_tokens_per_s_high=_round(speed["decode_high"] if decode else None),
+        first_token_ms_low=round(speed["prefill_low"] * 1000, 1),
+        first_token_ms_high=round(speed["prefill_high"] * 1000, 1),
+        speed_basis=speed["basis"],
     )
 
 
@@ -217,7 +199,7 @@ def _round(value: float | None) -> float | None:
     return round(value, 2) if value is not None else None
 
 
-def _quant(fmt: Format, precision: Precision) -> str:
+def quant_of(fmt: Format, precision: Precision) -> str:
     """The llama.cpp type family the speed model computes with: the GGUF type, or for another
     runtime the llama.cpp type of the same bits."""
     if fmt.name == "gguf":
@@ -232,26 +214,32 @@ def machine_of(profile: Profile, on_gpu: bool) -> Machine:
         gpu = profile.gpu
         return Machine("gpu", gpu.memory_bandwidth_gbs, gpu_tflops=gpu.fp16_tflops)
     cluster = Cluster(hw.cores, hw.clock_ghz, tuple(hw.isa))
-    return Machine(
-        "cpu", hw.memory_bandwidth_gbs, hw.arch, threads=hw.cores, clusters=(cluster,)
-    )
+    return Machine("cpu", hw.memory_bandwidth_gbs, hw.arch, threads=hw.cores, clusters=(cluster,))
 
 
 def fitted_speed(
-    profile: Profile, runtime: str, on_gpu: bool, work: Work, host_s: float, host_copy_s: float
+    profile: Profile,
+    runtime: str,
+    on_gpu: bool,
+    work: Work,
+    host_s: float = 0.0,
+    host_copy_s: float = 0.0,
+    calibration: tuple[float, float] | None = None,
 ) -> dict:
     """Decode (tok/s) and a PROMPT_TOKENS prefill (s) from the fitted model, with the interval
     of its held-out errors; host_s and host_copy_s: the host's share of a token and the copy of
     its experts to the GPU for a prompt, where a GPU keeps some experts in host RAM. Another
-    runtime than llama.cpp: llama.cpp's figures scaled by the ratio of the registry's bandwidth
-    efficiencies (decode) until a host measures it."""
+    runtime than llama.cpp: llama.cpp's figures times the ratio of the registry's bandwidth
+    efficiencies (decode), or times `calibration`'s (decode, prefill) factors that a host
+    measured."""
     fit = fitted()
     machine = machine_of(profile, on_gpu)
     coef = fit["coefficients"]
-    scale = RUNTIMES[runtime].bandwidth_efficiency / RUNTIMES["llama.cpp"].bandwidth_efficiency
+    registry = RUNTIMES[runtime].bandwidth_efficiency / RUNTIMES["llama.cpp"].bandwidth_efficiency
+    scale, prefill_scale = calibration or (registry, 1.0)
     decode_s = seconds_per_token(coef, "decode", work, machine) / scale + host_s
     per_token = seconds_per_token(coef, "prefill", work, machine, PROMPT_TOKENS)
-    prefill_s = per_token * PROMPT_TOKENS + host_copy_s
+    prefill_s = per_token * PROMPT_TOKENS / prefill_scale + host_copy_s
     dec, pre = fit["spread"][f"{machine.kind}/decode"], fit["spread"][f"{machine.kind}/prefill"]
     decode = 1.0 / decode_s
     basis = (
@@ -259,7 +247,12 @@ def fitted_speed(
         f"within {dec['median_x']:.2f}x at the median, {dec['worst_x']:.2f}x at worst, on "
         f"{dec['devices']} devices the fit did not see)"
     )
-    if runtime != "llama.cpp":
+    if calibration:
+        basis += (
+            f"; {runtime} at {scale:.2f}x llama.cpp's fitted decode and {prefill_scale:.2f}x "
+            "its prompt speed (factors measured on a host)"
+        )
+    elif runtime != "llama.cpp":
         basis += f"; {runtime} at {scale:.2f}x llama.cpp's decode (the registry's prior)"
     return {
         "decode": decode,

@@ -1,20 +1,28 @@
-"""From this host's measurement to a prediction for the device.
+"""From this host's measurement to the device's prediction: one prediction, refined.
 
-The same artifact in the same runtime keeps its quality and its memory from one machine to
-another; its speed does not. The planner models speed as memory bandwidth x an efficiency per
-runtime (decode) and peak ops x an efficiency (prefill). A bundle's check on this host measures
-decode and first token; with the bytes read per token and the prefill ops of the planner's
-prediction, and this host's measured bandwidth (edgepack.device.detect's probe, every allowed core)
-and peak ops, that gives the runtime's efficiencies here:
+The plan predicts speed with the model fitted to published llama.cpp measurements
+(edgepack.plan.speed_model). A build's check measures decode and first token on this host; the
+same fitted model predicts both for this host (its cores, clock and ISA, and the bandwidth its
+probe measured) with the candidate's work. Their quotient, per phase, is this host's factor
+f = measured / fitted (a speed ratio: above 1, faster than the fit says).
 
-    bandwidth_efficiency = decode x bytes per token / host bandwidth
-    compute_efficiency   = prefill ops / (host peak ops x (first token - one token's read time))
+- llama.cpp, the runtime the database measured: f says how the fit errs here, but the database
+  says how little of one device's error recurs on another for the same model and quant
+  (edgepack.plan.speed_fit.transfer: a weight w per phase, fitted over every such pair of
+  devices). The device's prediction is the fitted one times f ** w.
+- another runtime (OpenVINO, ONNX Runtime, onnxruntime-genai), which the database lacks: its
+  speed against llama.cpp's fitted speed, measured here, replaces the registry's prior ratio.
+  Where the build also measured a llama.cpp candidate on this host, that candidate's factor
+  f_ll is this host's own error of the fit: it is taken out and put back at weight w,
+  factor = (f / f_ll) x f_ll ** w. Without one, f stands whole.
+- a GPU candidate: a CPU host cannot calibrate a GPU; the fitted GPU model stands.
 
-The device is then predicted by the planner with these efficiencies in place of the priors
-(plus, on a GPU, the fixed per-token cost the planner adds: a CPU measurement cannot calibrate a
-GPU, so a GPU candidate keeps the planner's GPU model). When host and device are the same kind
-of machine (arch and widest ISA feature), the ranking uses the host's own measurement;
-otherwise it uses the calibrated prediction. The manifest records both, and how.
+The factors are the same whatever the target, so they are kept per host for
+`edgepack plan --calibrated`, and the planner applies them through predict(calibration=...).
+The interval keeps the fit's held-out spread around the new centre. When host and device are
+the same kind of machine (arch and widest ISA feature), the ranking uses the host's own
+measurement; otherwise the device prediction. The manifest records the factors, the weights
+and what calibrated what.
 """
 
 from __future__ import annotations
@@ -23,13 +31,16 @@ import os
 from functools import lru_cache
 
 from ..cache import write_atomic
-from ..device.hardware import cpu_peak_ops, isa_class
+from ..device.hardware import isa_class
 from ..device.profiles import Profile
 from ..export.registry import FORMATS
 from ..model.facts import ModelFacts
-from .planner import Candidate, Prediction, predict
+from .planner import Candidate, predict
+from .prediction import PROMPT_TOKENS, quant_of
+from .speed_fit import fitted
+from .speed_model import Cluster, Machine, Work, seconds_per_token
 
-GB = 1e9
+LLAMA = "llama.cpp"
 
 
 @lru_cache(maxsize=1)
@@ -53,65 +64,146 @@ def host_machine() -> dict:
     }
 
 
-def efficiencies(prediction: Prediction, measured: dict, host: dict, bits: int) -> dict | None:
-    """The runtime's bandwidth and compute efficiency on this host, from its check."""
+def host_fitted(facts: ModelFacts, candidate: Candidate, host: dict, threads: int) -> dict:
+    """llama.cpp's decode (tok/s) and first token (ms) on this host by the fitted model, for the
+    candidate's work: the bytes and ops the plan predicted with."""
+    p = candidate.predicted
+    fmt = FORMATS[candidate.format]
+    precision = fmt.precision(candidate.precision)
+    work = Work(
+        p.decode_bytes_per_token,
+        p.prefill_ops / PROMPT_TOKENS,
+        candidate.student_layers or facts.num_layers,
+        precision.bits,
+        quant_of(fmt, precision),
+    )
+    cluster = Cluster(host["cores"], host["clock_ghz"], tuple(host["isa"]))
+    machine = Machine(
+        "cpu", host["bandwidth_gbs"], host["arch"], threads=threads, clusters=(cluster,)
+    )
+    coef = fitted()["coefficients"]
+    decode_s = seconds_per_token(coef, "decode", work, machine)
+    prefill_s = seconds_per_token(coef, "prefill", work, machine, PROMPT_TOKENS) * PROMPT_TOKENS
+    return {"decode_tokens_per_s": 1 / decode_s, "first_token_ms": prefill_s * 1000}
+
+
+def host_factors(facts: ModelFacts, candidate: Candidate, measured: dict, host: dict) -> dict:
+    """{"decode": f, "prefill": f}: measured / fitted on this host (speeds), or {} where the
+    check measured no speed or the candidate runs on a GPU."""
     decode = measured.get("decode_tokens_per_s_p50")
     first_ms = measured.get("first_token_ms_p50")
-    if not decode or not first_ms or not prediction.decode_bytes_per_token:
-        return None
+    if candidate.device == "gpu" or not decode or not first_ms:
+        return {}
+    if not candidate.predicted.decode_bytes_per_token:
+        return {}
     threads = measured.get("threads") or host["cores"]
-    bandwidth = host["bandwidth_gbs"] * GB
-    bw_eff = decode * prediction.decode_bytes_per_token / bandwidth
-    read_s = prediction.decode_bytes_per_token / (bw_eff * bandwidth)
-    peak = cpu_peak_ops(threads, host["clock_ghz"], host["isa"], bits)
-    compute_s = max(first_ms / 1000 - read_s, 1e-6)
+    fit = host_fitted(facts, candidate, host, threads)
     return {
-        "bandwidth_efficiency": round(bw_eff, 4),
-        "compute_efficiency": round(prediction.prefill_ops / (peak * compute_s), 4),
-        "host_bandwidth_gbs": host["bandwidth_gbs"],
-        "host_peak_gops": round(peak / 1e9, 1),
+        "decode": decode / fit["decode_tokens_per_s"],
+        "prefill": fit["first_token_ms"] / first_ms,
+        "fitted_here": {k: round(v, 2) for k, v in fit.items()},
         "threads": threads,
     }
 
 
+def device_factors(runtime: str, factors: dict, llama: dict | None) -> tuple[float, float]:
+    """(decode, prefill) factors on the fitted llama.cpp speed for the device (the module
+    docstring): this host's factors with its own error of the fit kept at weight w."""
+    weights = fitted().get("transfer", {})
+    out = []
+    for phase in ("decode", "prefill"):
+        w = weights.get(f"cpu/{phase}", {}).get("weight", 0.0)
+        f = factors[phase]
+        own = f if runtime == LLAMA else (llama or {}).get(phase, 1.0)
+        out.append((f / own) * own**w)
+    return out[0], out[1]
+
+
 def device_prediction(
-    facts: ModelFacts, profile: Profile, candidate: Candidate, measured: dict, host: dict
+    facts: ModelFacts,
+    profile: Profile,
+    candidate: Candidate,
+    measured: dict,
+    host: dict,
+    llama: dict | None = None,
 ) -> dict:
-    """Decode and first token predicted for the target's device, and what the ranking uses."""
+    """The device's decode and first token with their intervals, the host's factors that
+    refined them, and what the ranking uses. llama: host_factors() of a llama.cpp candidate
+    measured on this host in the same build, if any."""
     fmt = FORMATS[candidate.format]
     precision = fmt.precision(candidate.precision)
     hw = profile.hardware
     same = isa_class(hw.arch, hw.isa) == isa_class(host["arch"], host["isa"])
     on_gpu = candidate.device == "gpu"
-    eff = None if on_gpu else efficiencies(candidate.predicted, measured, host, candidate.bits)
-    layers = candidate.student_layers
-    if eff is None:
-        p = candidate.predicted
-        basis = "the planner's GPU model" if on_gpu else "the planner's priors (not measured)"
+    factors = host_factors(facts, candidate, measured, host)
+    calibration = None
+    p = candidate.predicted
+    if on_gpu:
+        how = "the fitted GPU model (a CPU host cannot calibrate a GPU)"
+    elif not factors:
+        how = "the fitted model (nothing measured on this host)"
     else:
-        pair = (eff["bandwidth_efficiency"], eff["compute_efficiency"])
+        pair = device_factors(candidate.runtime, factors, llama)
         p = predict(
-            facts, profile, fmt, precision, layers, on_gpu, pair, pruned_mlp=candidate.pruned_mlp
-        )
-        basis = (
-            f"{candidate.runtime} efficiencies measured on this host ({host['cpu']}, "
-            f"{eff['threads']} threads, {host['bandwidth_gbs']:g} GB/s measured) applied to "
-            f"{profile.name}'s {hw.cores} cores, {hw.memory_bandwidth_gbs:g} GB/s"
-        )
-    rank_by_device = not same or on_gpu
+            facts, profile, fmt, precision, candidate.student_layers, False, pair,
+            candidate.kv_cache, pruned_mlp=candidate.pruned_mlp,
+        )  # fmt: skip
+        weights = fitted().get("transfer", {})
+        calibration = {
+            "runtime": candidate.runtime,
+            "precision": candidate.precision,
+            "host": f"{host['cpu']}, {factors['threads']} threads, "
+            f"{host['bandwidth_gbs']:g} GB/s measured",
+            "host_factor": {k: round(factors[k], 4) for k in ("decode", "prefill")},
+            "host_fitted": factors["fitted_here"],
+            "llama_cpp_host_factor": llama and {k: round(llama[k], 4) for k in llama if
+                                                k in ("decode", "prefill")},
+            "weight": {ph: round(weights.get(f"cpu/{ph}", {}).get("weight", 0.0), 4)
+                       for ph in ("decode", "prefill")},
+            "device_factor": {"decode": round(pair[0], 4), "prefill": round(pair[1], 4)},
+        }  # fmt: skip
+        how = _how(candidate.runtime, calibration)
+    budget = profile.budget
+    low, high = p.decode_tokens_per_s_low, p.decode_tokens_per_s_high
+    marginal = []
+    if low is not None and low < budget.decode_tokens_per_s <= (high or low):
+        marginal.append("decode")
+    if p.first_token_ms_low <= budget.first_token_ms < p.first_token_ms_high:
+        marginal.append("first token")
     return {
         "decode_tokens_per_s": p.decode_tokens_per_s,
+        "decode_tokens_per_s_low": low,
+        "decode_tokens_per_s_high": high,
         "first_token_ms": p.first_token_ms,
-        "prior_decode_tokens_per_s": candidate.predicted.decode_tokens_per_s,
-        "prior_first_token_ms": candidate.predicted.first_token_ms,
-        "basis": basis,
-        "calibration": eff,
+        "first_token_ms_low": p.first_token_ms_low,
+        "first_token_ms_high": p.first_token_ms_high,
+        "marginal": marginal,
+        "basis": f"{how}; {p.speed_basis}",
+        "calibration": calibration,
         "host_same_kind": same,
-        "ranked_by": "device prediction" if rank_by_device else "host measurement",
+        "ranked_by": "host measurement" if same and not on_gpu else "device prediction",
     }
 
 
-# -- the store: efficiencies this host measured, for `edgepack plan --calibrated` -----------
+def _how(runtime: str, cal: dict) -> str:
+    f, w = cal["host_factor"], cal["weight"]
+    here = (
+        f"measured {f['decode']:.2f}x the fit's decode and {f['prefill']:.2f}x its prompt "
+        f"speed on {cal['host']}"
+    )
+    if runtime == LLAMA:
+        return (
+            f"refined by this host: {here}, kept at weight {w['decode']:.2f} / "
+            f"{w['prefill']:.2f} (how much of one device's error recurs on another in the "
+            "published rows)"
+        )
+    own = "no llama.cpp candidate measured here to take this host's own error out"
+    if cal["llama_cpp_host_factor"]:
+        own = "this host's own error of the fit (its llama.cpp candidate's) taken out"
+    return f"{runtime} calibrated on this host: {here}; {own}"
+
+
+# -- the store: factors this host measured, for `edgepack plan --calibrated` ----------------
 
 STORE = "calibration.json"
 
@@ -120,8 +212,8 @@ def host_key(host: dict) -> str:
     return f"{host['arch']}|{host['cpu']}|{host['cores']} cores"
 
 
-def record(cache_dir, host: dict, runtime: str, precision: str, eff: dict, model: str) -> None:
-    """Keep this host's measured efficiencies of a runtime and precision (the latest wins)."""
+def record(cache_dir, host: dict, calibration: dict, model: str) -> None:
+    """Keep this host's device factors of a runtime and precision (the latest wins)."""
     import datetime
     import json
     from pathlib import Path
@@ -132,9 +224,8 @@ def record(cache_dir, host: dict, runtime: str, precision: str, eff: dict, model
     except (OSError, ValueError):
         data = {}
     rows = data.setdefault(host_key(host), {})
-    rows[f"{runtime}/{precision}"] = {
-        "bandwidth_efficiency": eff["bandwidth_efficiency"],
-        "compute_efficiency": eff["compute_efficiency"],
+    rows[f"{calibration['runtime']}/{calibration['precision']}"] = {
+        "device_factor": calibration["device_factor"],
         "measured_on": model,
         "date": datetime.date.today().isoformat(),
     }
@@ -143,8 +234,8 @@ def record(cache_dir, host: dict, runtime: str, precision: str, eff: dict, model
 
 
 def stored(cache_dir, host: dict) -> dict:
-    """{(runtime, precision): (bandwidth, compute efficiency)} measured on this host, for
-    planner.plan(calibration=...)."""
+    """{(runtime, precision): (decode, prefill) factor} measured on this host, for
+    planner.plan(calibration=...). Rows of an older form (efficiencies) are skipped."""
     import json
     from pathlib import Path
 
@@ -154,6 +245,9 @@ def stored(cache_dir, host: dict) -> dict:
         return {}
     out = {}
     for key, row in data.get(host_key(host), {}).items():
+        factor = row.get("device_factor") if isinstance(row, dict) else None
+        if not factor:
+            continue
         runtime, precision = key.split("/", 1)
-        out[(runtime, precision)] = (row["bandwidth_efficiency"], row["compute_efficiency"])
+        out[(runtime, precision)] = (factor["decode"], factor["prefill"])
     return out

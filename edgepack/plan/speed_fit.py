@@ -7,7 +7,9 @@ a model with linear-attention or convolution layers, a mixture of experts' promp
 without its threads, clock or memory bandwidth. fit(): the
 non-negative coefficients that minimise the squared relative error of the predicted time per
 token over the usable rows, per (kind, phase). leave_one_device_out(): every usable row
-predicted by a fit that did not see its device. fitted(): the coefficients stored by
+predicted by a fit that did not see its device. transfer(): how much of one device's held-out
+error recurs on another device for the same model and quant (the weight a host's measurement
+gets in a device prediction, edgepack.plan.speed_calibration). fitted(): the coefficients stored by
 tools/speed_fit.py in edgepack/data/speed_fit.json, with the spread of those held-out ratios
 (the planner's interval).
 """
@@ -229,6 +231,29 @@ def spread(held_out: list[dict], kind: str, phase: str) -> dict:
         "ratio_q10": float(np.quantile(r, 0.1)),
         "ratio_q90": float(np.quantile(r, 0.9)),
     }
+
+
+def transfer(data: list[dict], held_out: list[dict], kind: str, phase: str) -> dict:
+    """The least-squares slope of one device's held-out log error on another's, over every
+    pair of devices that measured the same model (layers and parameters) and quant: the share
+    of a measured error on one machine that carries over to another, clipped to 0..1."""
+    import math
+
+    by_id = {r["id"]: r for r in data}
+    groups: dict[tuple, list[tuple[str, float]]] = {}
+    for h in held_out:
+        if h["kind"] == kind and h["phase"] == phase:
+            r = by_id[h["id"]]
+            key = (layers(r["model"]), r["params_b"], quant_family(r["quant"]))
+            groups.setdefault(key, []).append((h["device"], math.log(h["ratio"])))
+    num = den = 0.0
+    pairs = 0
+    for group in groups.values():
+        for (d1, e1), (d2, e2) in itertools.permutations(group, 2):
+            if d1 != d2:
+                num, den, pairs = num + e1 * e2, den + e1 * e1, pairs + 1
+    weight = min(1.0, max(0.0, num / den)) if den else 0.0
+    return {"weight": weight, "pairs": pairs}
 
 
 @lru_cache(maxsize=1)

@@ -113,7 +113,14 @@ def test_bundle_layout_and_host_check(bundles, fmt):
     assert measured["prompt_tokens_processed"] == [measured["prompt_tokens"]] * 5
     # the laptop has AVX-VNNI, this host AVX2 at most: the device is ranked by its prediction
     assert manifest["device_prediction"]["ranked_by"] == "device prediction"
-    assert manifest["device_prediction"]["calibration"]["bandwidth_efficiency"] > 0
+    # one prediction for the device: the plan's fitted model refined by this host's check,
+    # with what calibrated what
+    device = manifest["device_prediction"]
+    cal = device["calibration"]
+    assert cal["runtime"] == manifest["plan"]["runtime"] and cal["host_factor"]["decode"] > 0
+    assert cal["device_factor"]["decode"] > 0 and 0 <= cal["weight"]["decode"] <= 1
+    low, high = device["decode_tokens_per_s_low"], device["decode_tokens_per_s_high"]
+    assert low < device["decode_tokens_per_s"] < high
     # resolved for the laptop: the runtime is pinned, or stated as the device's source build
     install = manifest["runtime"]["install"]
     assert install["platform"].startswith("linux x86_64, glibc 2.39")

@@ -47,8 +47,13 @@ def make_row(fmt, precision, size_mb, retention, *, chosen=False, accepted=True,
         row["device_prediction"] = {
             "decode_tokens_per_s": device[0],
             "first_token_ms": device[1],
-            "basis": "host figures scaled by the device's memory bandwidth",
+            "basis": "the fitted model, refined by this host",
         }
+        if len(device) > 2:  # the intervals: (low, high) of decode, then of first token
+            for key, (low, high) in zip(
+                ("decode_tokens_per_s", "first_token_ms"), device[2:], strict=True
+            ):
+                row["device_prediction"] |= {f"{key}_low": low, f"{key}_high": high}
     return row
 
 

@@ -231,23 +231,27 @@ def test_budgets_drawn_when_given_and_skipped_without():
     assert "No budget was recorded" in "".join(bare.itertext())
 
 
-def test_device_predictions_shown_as_predictions_beside_the_host():
+def test_one_device_prediction_with_its_interval_beside_the_host():
     rows = [
         make_row(
-            "gguf", "q8_0", 145, 0.99, chosen=True, decode=80, first_token=600, device=(20, 900)
+            "gguf", "q8_0", 145, 0.99, chosen=True, decode=80, first_token=600,
+            device=(20, 900, (15, 26), (700, 1200)),
         ),
-        make_row("gguf", "q4_k_m", 105, 0.95, decode=100, first_token=500, device=(30, 700)),
-    ]
-    root = page_of(rows)
+        make_row("gguf", "q4_k_m", 105, 0.95, decode=100, first_token=500,
+                 device=(30, 700, (24, 38), (550, 950))),
+    ]  # fmt: skip
+    budget = {"decode_tokens_per_s": 25, "first_token_ms": 1000}
+    root = page_of(rows, budget=budget)
     _, memory, decode, first = svgs(root)
+    device_label = "predicted for the device (80 % interval)"
     for svg, host_values, device_values in ((decode, (80, 100), (20, 30)),
                                             (first, (600, 500), (900, 700))):  # fmt: skip
         host, device = _bars(svg, "host"), _bars(svg, "device")
         assert len(host) == len(device) == 2
         legend = [el.text for el in svg.iter(f"{S}text") if "legend" in classes(el)]
-        assert legend == ["this host (measured)", "predicted for the device"]
+        assert legend == ["this host (measured)", device_label]
         for bar, value in zip(device, device_values, strict=True):
-            assert "predicted for the device" in bar.find(f"{S}title").text
+            assert device_label in bar.find(f"{S}title").text
             assert f"{value:,}" in bar.find(f"{S}title").text
         for bar, value in zip(host, host_values, strict=True):
             assert "this host (measured)" in bar.find(f"{S}title").text
@@ -255,17 +259,28 @@ def test_device_predictions_shown_as_predictions_beside_the_host():
         for d, h, dv, hv in zip(device, host, device_values, host_values, strict=True):
             ratio = float(d.get("width")) / float(h.get("width"))
             assert abs(ratio / (dv / hv) - 1) < 0.02  # bars to scale
+        # each device bar carries its interval: a whisker and its figures
+        whiskers = [el for el in svg.iter(f"{S}line") if "interval" in classes(el)]
+        assert len(whiskers) == 3 * 2
+    assert "15–26" in texts(decode) or any("15–26" in x for x in texts(decode))
     assert not _bars(memory, "device")  # memory carries over: measured once
     page = "".join(root.itertext())
-    assert "host figures scaled by the device's memory bandwidth" in page
+    assert "the fitted model, refined by this host" in page
     headers = [th.text for th in root.iter("th")]
-    assert headers.count("device") == 2 and headers.count("this host") == 3
+    assert headers.count("device (80 % interval)") == 2 and headers.count("this host") == 3
+    assert "planned" not in headers[-4:]  # one prediction of speed, not two
+    cells = [td.text for td in root.iter("td")]
+    assert "20.0 (15.0–26.0)" in cells and "900 (700–1,200)" in cells
+    # the q8_0's decode interval 15-26 straddles the floor 25, its first token 700-1200 the
+    # ceiling 1000; the q4_k_m's decode 24-38 straddles 25 too
+    reasons = [td.text for td in root.iter("td") if "reasons" in classes(td)]
+    assert len([r for r in reasons if "marginal: decode" in r]) == 2
+    assert len([r for r in reasons if "marginal: first token" in r]) == 1
 
     plain = page_of([make_row("gguf", "q8_0", 145, 0.99, chosen=True)])
-    for svg in svgs(plain):
-        assert not _bars(svg, "device")
-        assert "predicted for the device" not in texts(svg)
-    assert "device" not in [th.text for th in plain.iter("th")]
+    _, _, plain_decode, _ = svgs(plain)  # without a build's refinement: the plan's prediction
+    assert _bars(plain_decode, "device")
+    assert "nothing measured on this host refined it" in "".join(plain.itertext())
 
 
 def test_rows_missing_optional_keys_still_render(tmp_path):
@@ -292,7 +307,7 @@ def test_rows_missing_optional_keys_still_render(tmp_path):
     path = write_report(tmp_path, "m", results)
     root = ET.fromstring(path.read_text(encoding="utf-8"))
     charts = svgs(root)
-    assert len(charts) == 1  # quality only: nothing measured for the bars
+    assert len(charts) == 3  # quality, and the device's predicted speeds: nothing measured
     assert set(points(charts[0])) == {"onnx int8"}
     rows = [tr for tr in root.iter("tr") if tr.find("td") is not None and "why" not in classes(tr)]
     verdicts = {tr.findall("td")[0].text: tr.findall("td")[1].text for tr in rows}

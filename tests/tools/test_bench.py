@@ -146,7 +146,7 @@ def test_bench_compares_fp32_raw_and_runner(gguf_bundle, eval_file):
     assert cal["measured"]["decode_tokens_per_s"] == check["decode_tokens_per_s_p50"]
     assert cal["measured"]["memory_bytes"] == check["peak_rss_bytes"]
     assert cal["calibrated"]["decode_tokens_per_s"] > 0, cal["calibrated"]
-    assert "measured on this host" in cal["calibrated"]["basis"]
+    assert "refined by this host" in cal["calibrated"]["basis"]
 
     text = bench_module().report_text(doc)  # what the text mode prints for this document
     print(text)
