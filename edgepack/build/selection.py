@@ -133,6 +133,7 @@ class Trial:
                 "threads": m.get("threads"),
             },
             "device_prediction": self.device_prediction,
+            "cost": c.cost,
         }
 
 

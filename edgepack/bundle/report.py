@@ -128,6 +128,7 @@ def _section(target: str, rows: list[dict], budget: dict) -> str:
         chart = '<p class="muted">No candidate has both a measured size and retention.</p>'
     return f"""<h2>Target {escape(target)}</h2>
 {_budget_line(budget)}
+{_cost_line(rows)}
 {chart}
 <div class="charts">{_budget_charts(rows, names, budget)}</div>
 {_bases(rows, names)}
@@ -151,6 +152,28 @@ def _budget_line(budget: dict) -> str:
     if not parts:
         return '<p class="muted">No budget was recorded for this target.</p>'
     return f"<p>Budget: {escape(', '.join(parts))}.</p>"
+
+
+def _cost_line(rows: list[dict]) -> str:
+    """The chosen candidate's cost per million generated tokens on the target's priced machine,
+    at the device's predicted decode (the plan's figures scaled to the build's prediction)."""
+    row = next((r for r in rows if r.get("chosen") and r.get("cost")), None)
+    if row is None:
+        return ""
+    c = row["cost"]
+    planned = (row.get("predicted") or {}).get("decode_tokens_per_s")
+    device = _device(row, "decode_tokens_per_s")
+    scale = device / planned if planned and device else 1.0
+    one = c["single_stream_usd_per_million"] / scale
+    text = f"${one:,.2f} per million generated tokens with one stream"
+    if c.get("streams", 1) > 1:
+        served = c["served_usd_per_million"] / scale
+        text += f", ${served:,.3f} at the {c['streams']} streams the runtime sustains"
+    return (
+        f"<p>Cost of {escape(name(row))} on the device: {escape(text)} "
+        f'<span class="muted">(${c["hourly_usd"]:g}/h, {escape(c["instance"])}; '
+        f"{escape(c['source'])})</span></p>"
+    )
 
 
 def _measured(row: dict, key: str):

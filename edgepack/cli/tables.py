@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..device.profiles import Profile
 from ..model.facts import ModelFacts
+from ..plan.cost import at_decode, cost_text
 from ..plan.planner import GB, Candidate, Plan
 
 
@@ -161,6 +162,12 @@ def plan_text(plan: Plan) -> str:
             out.append(f"        host {c.predicted.host_arithmetic}")
         out += _speed_lines(c.predicted)
         out += [f"        {r}" for r in c.reasons if r.startswith("marginal:")]
+        if c.cost:
+            out += [
+                f"cost    {cost_text(c.cost)}",
+                f"        at ${c.cost['hourly_usd']:g}/h (${c.cost['monthly_usd']:,.0f} a month): "
+                f"{c.cost['instance']}; {c.cost['source']}",
+            ]
     elif plan.needs:
         out.append(plan.needs["message"])
     out += [f"note    {n}" for n in plan.notes]
@@ -222,6 +229,11 @@ def build_text(results) -> str:
                 f"        check on this host: {check['verdict']}"
                 + (f" (missed: {', '.join(failed)})" if failed else "")
             )
+        chosen = next((c for c in r.candidates_measured if c["chosen"] and c.get("cost")), None)
+        if chosen:
+            device = (chosen.get("device_prediction") or {}).get("decode_tokens_per_s")
+            c = at_decode(chosen["cost"], chosen["predicted"]["decode_tokens_per_s"], device)
+            lines.append(f"        cost on {c['instance']}: {cost_text(c)}")
     if results:
         from pathlib import Path
 

@@ -98,6 +98,15 @@ class Budget(_Strict):
     quality_metric: Literal["perplexity", "tasks"] = "perplexity"
 
 
+class Cost(_Strict):
+    """What running the device costs: an hourly price, the offer it is for, and its source
+    (cost per generated token follows from the predicted speed: edgepack.plan.cost)."""
+
+    hourly_usd: Positive
+    instance: str
+    source: str
+
+
 class Runtimes(_Strict):
     prefer: Annotated[
         tuple[Literal["llama.cpp", "openvino", "onnxruntime", "onnxruntime-genai"], ...],
@@ -123,6 +132,7 @@ class Profile(_Strict):
     accelerator: Accelerator
     budget: Budget
     runtimes: Runtimes
+    cost: Cost | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:

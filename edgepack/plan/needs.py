@@ -18,8 +18,10 @@ LATENCY_CODES = frozenset({"first_token", "decode"})
 UNRUNNABLE_CODES = frozenset({"runtime", "device"})
 
 
-def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> dict:
-    """What would make a plan: the smallest memory budget, or the student size, that fits."""
+def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate, training=None) -> dict:
+    """What would make a plan: the smallest memory budget, or the student size, that fits;
+    for a student that misses only its quality prior, the training budget at which published
+    distillation results reach the floor (edgepack.plan.student_budget)."""
     runnable = [c for c in candidates if not UNRUNNABLE_CODES & set(c.violations)]
     only_size = [c for c in runnable if set(c.violations) <= MEMORY_CODES]
     pool = (
@@ -48,11 +50,16 @@ def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> di
     under_floor = [c for c in candidates if c.is_student and set(c.violations) == {"quality"}]
     if under_floor:  # a student fits every budget but the floor, on its prior
         best = max(under_floor, key=lambda c: c.predicted.quality)
+        floor = profile.budget.min_quality
+        if training is not None and training.beyond_heal:
+            how = f"with {training.describe()}"
+            more = "no published result reaches further"
+        else:
+            how = "after distillation on the built-in text"
+            more = _budget_to_floor(facts, profile, under_floor, evaluate, extra)
         hint += (
             f", or a student: {best.label} fits, but its quality prior "
-            f"{best.predicted.quality:.3f} after distillation on the built-in text is under the "
-            f"floor {profile.budget.min_quality:g} (more training text, `edgepack distill "
-            "--data` or `--generate`, may raise it; its report measures it)"
+            f"{best.predicted.quality:.3f} {how} is under the floor {floor:g} ({more})"
         )
     elif student:
         hint += (
@@ -71,6 +78,36 @@ def needs(facts: ModelFacts, profile: Profile, candidates: list, evaluate) -> di
         **extra,
         "message": f"nothing fits {profile.name}: it would need {hint}",
     }
+
+
+def _budget_to_floor(facts, profile, under_floor, evaluate, extra: dict) -> str:
+    """The smallest published training budget at which one of these students' priors reaches
+    the floor, as a hint (and extra["distill_tokens"]); or why none does."""
+    from .student_budget import BUDGETS, Training, reached
+
+    floor = profile.budget.min_quality
+    best = None
+    for tokens in BUDGETS:
+        for c in under_floor:
+            fmt = FORMATS[c.format]
+            cand = evaluate(
+                facts, profile, fmt, fmt.precision(c.precision), c.student_layers,
+                kv=c.kv_cache, pruned_mlp=c.pruned_mlp, training=Training(tokens, gpu=True),
+            )  # fmt: skip
+            best = max(best or cand, cand, key=lambda x: x.predicted.quality)
+            if cand.predicted.quality >= floor:
+                extra["distill_tokens"] = tokens
+                names = ", ".join(p.name.split(",")[0] for p in reached(tokens))
+                return (
+                    f"published distillation results reach it with {tokens:,} tokens on GPUs, "
+                    f"{cand.label} {cand.predicted.quality:.3f} ({names}): plan with "
+                    f"--distill-tokens {tokens} --distill-gpu; `edgepack distill --data` "
+                    "trains on your text"
+                )
+    return (
+        f"no published distillation result reaches it: with {BUDGETS[-1]:,} tokens on GPUs the "
+        f"best prior is {best.label} {best.predicted.quality:.3f}"
+    )
 
 
 def _too_slow(profile: Profile, runnable: list):

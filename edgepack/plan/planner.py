@@ -12,14 +12,18 @@ the rest by the profile's objective.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from ..device.profiles import Profile
 from ..errors import UnsupportedModelError
 from ..export.registry import FORMATS, RUNTIMES, Format, Precision
 from ..model.facts import ModelFacts
+from .cost import cost
 from .needs import needs
 from .prediction import PROMPT_TOKENS, Prediction, predict
 from .ranking import rank_key
+from .student_budget import Training
+from .student_budget import sources as budget_sources
 from .students import STUDENT_NOTE, Student, students
 
 __all__ = ["Candidate", "Plan", "Prediction", "plan", "predict"]
@@ -46,6 +50,7 @@ class Candidate:
     pruned_mlp: float | None = None  # a width student: the share of MLP channels removed
     # fits by the prediction, but the speed model's interval reaches past a latency budget
     marginal: bool = False
+    cost: dict | None = None  # per million tokens, where the profile states a price (plan.cost)
 
     @property
     def student(self) -> Student:
@@ -77,6 +82,7 @@ class Plan:
     needs: dict | None = None
     schema_version: int = SCHEMA_VERSION
     notes: tuple[str, ...] = field(default=())
+    training: dict | None = None  # the student's declared training (plan.student_budget)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -109,27 +115,35 @@ class Plan:
             needs=data.get("needs"),
             schema_version=data["schema_version"],
             notes=tuple(data.get("notes", ())),
+            training=data.get("training"),
         )
 
 
-def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -> Plan:
+def plan(
+    facts: ModelFacts,
+    profile: Profile,
+    calibration: dict | None = None,
+    training: Training | None = None,
+) -> Plan:
     """calibration: {(runtime, precision): (decode factor, prefill factor)} on the fitted
     llama.cpp speed, measured on a host (edgepack.plan.speed_calibration), replacing the
-    registry's priors for those rows."""
+    registry's priors for those rows; training: how the user will train a student
+    (edgepack.plan.student_budget; None: edgepack's CPU heal)."""
+    evaluate = partial(_evaluate, training=training)
     if not facts.formats:
         reasons = "; ".join(f"{name}: {why}" for name, why in facts.unsupported)
         raise UnsupportedModelError(
             f"no format supports {facts.architecture} ({facts.model_type}): {reasons}"
         )
     candidates = [
-        _evaluate(facts, profile, fmt, precision, s.layers, calibration, pruned_mlp=s.pruned_mlp)
+        evaluate(facts, profile, fmt, precision, s.layers, calibration, pruned_mlp=s.pruned_mlp)
         for s in students(facts)
         for fmt in FORMATS.values()
         if fmt.name in facts.formats
         for precision in fmt.precisions
     ]
-    candidates += _smaller_kv_caches(facts, profile, candidates, calibration)
-    candidates += _experts_in_host_ram(facts, profile, candidates)
+    candidates += _smaller_kv_caches(facts, profile, candidates, calibration, evaluate)
+    candidates += _experts_in_host_ram(facts, profile, candidates, evaluate)
     undistilled = [c for c in candidates if c.feasible and not c.is_student]
     pool = undistilled or [c for c in candidates if c.feasible]
     feasible = sorted((c for c in candidates if c.feasible), key=_rank_key(profile, pool))
@@ -140,7 +154,14 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         rows = ", ".join(f"{r} {p}" for r, p in sorted(calibration))
         notes.append(f"decode and first token use factors measured on this host: {rows}")
     if any(c.is_student for c in candidates):
-        notes.append(STUDENT_NOTE)
+        if training is not None and training.beyond_heal:
+            notes.append(
+                f"students' quality priors for {training.describe()}, from published "
+                f"distillation results at the default model's size, scaled to this model's: "
+                f"{budget_sources(training.tokens)}"
+            )
+        else:
+            notes.append(STUDENT_NOTE)
     if facts.kind == "encoder":
         notes.append(
             "encoder: no KV cache and no decode budget; first_token_ms is one forward pass"
@@ -158,12 +179,13 @@ def plan(facts: ModelFacts, profile: Profile, calibration: dict | None = None) -
         budget=profile.budget.model_dump(mode="json"),
         chosen=ranked[0] if ranked else None,
         candidates=tuple(ranked + rejected),
-        needs=None if ranked else needs(facts, profile, candidates, _evaluate),
+        needs=None if ranked else needs(facts, profile, candidates, evaluate, training),
         notes=tuple(notes),
+        training=asdict(training) if training is not None else None,
     )
 
 
-def _smaller_kv_caches(facts, profile, candidates, calibration) -> list[Candidate]:
+def _smaller_kv_caches(facts, profile, candidates, calibration, evaluate) -> list[Candidate]:
     """A candidate that misses only memory, with a smaller KV-cache type where its runtime
     offers one and that type makes it fit. Chosen only when needed: on small models it saves
     a few MB and can flip near-tied predictions; its effect at the target's context is
@@ -181,7 +203,7 @@ def _smaller_kv_caches(facts, profile, candidates, calibration) -> list[Candidat
         fmt = FORMATS[c.format]
         for kv, _ in RUNTIMES[fmt.runtime].kv_options:
             precision = fmt.precision(c.precision)
-            cand = _evaluate(
+            cand = evaluate(
                 facts,
                 profile,
                 fmt,
@@ -196,7 +218,7 @@ def _smaller_kv_caches(facts, profile, candidates, calibration) -> list[Candidat
     return extra
 
 
-def _experts_in_host_ram(facts, profile, candidates) -> list[Candidate]:
+def _experts_in_host_ram(facts, profile, candidates, evaluate) -> list[Candidate]:
     """For a mixture of experts on a GPU that misses VRAM: the same candidate with the experts
     of the fewest first layers in host RAM that fits VRAM (llama.cpp's --n-cpu-moe), where its
     runtime offers that. Kept whatever else it misses, so the plan shows both memories; a
@@ -212,19 +234,19 @@ def _experts_in_host_ram(facts, profile, candidates) -> list[Candidate]:
         precision = fmt.precision(c.precision)
         kept = c.student_layers or facts.num_layers
 
-        def evaluate(n: int, fmt=fmt, precision=precision, c=c) -> Candidate:
-            return _evaluate(facts, profile, fmt, precision, c.student_layers, cpu_moe=n)
+        def offload(n: int, fmt=fmt, precision=precision, c=c) -> Candidate:
+            return evaluate(facts, profile, fmt, precision, c.student_layers, cpu_moe=n)
 
-        if "vram" in evaluate(kept).violations:
+        if "vram" in offload(kept).violations:
             continue
         low, high = 1, kept  # VRAM falls as layers move to the host: the fewest that fit
         while low < high:
             mid = (low + high) // 2
-            if "vram" in evaluate(mid).violations:
+            if "vram" in offload(mid).violations:
                 low = mid + 1
             else:
                 high = mid
-        extra.append(evaluate(low))
+        extra.append(offload(low))
     return extra
 
 
@@ -270,13 +292,16 @@ def _evaluate(
     kv: str | None = None,
     cpu_moe: int | None = None,
     pruned_mlp: float | None = None,
+    training: Training | None = None,
 ) -> Candidate:
     runtime = RUNTIMES[fmt.runtime]
     gpu = profile.gpu
     on_gpu = gpu is not None and "gpu" in precision.devices and runtime.gpu_overhead_bytes > 0
     budget = profile.budget
     factors = None if on_gpu else (calibration or {}).get((fmt.runtime, precision.name))
-    p = predict(facts, profile, fmt, precision, layers, on_gpu, factors, kv, cpu_moe, pruned_mlp)
+    p = predict(
+        facts, profile, fmt, precision, layers, on_gpu, factors, kv, cpu_moe, pruned_mlp, training
+    )
     found: list[tuple[str, str]] = []  # (violation code, reason)
 
     def miss(code: str, text: str) -> None:
@@ -333,6 +358,7 @@ def _evaluate(
         cpu_moe_layers=cpu_moe or None,
         pruned_mlp=pruned_mlp,
         marginal=bool(marginal),
+        cost=cost(profile, p),
     )
 
 

@@ -20,7 +20,8 @@ from ..export.registry import RUNTIMES, Format, Precision
 from ..model.facts import ModelFacts
 from .memory import kv_cache_bytes, resident, stored_weights
 from .speed_fit import fitted, quant_family
-from .speed_model import Cluster, Machine, Work, seconds_per_token
+from .speed_model import Cluster, Machine, Work, batched_seconds, seconds_per_token
+from .student_budget import Training
 from .students import Student, pruned_facts, student_loss
 
 GB = 1e9
@@ -40,6 +41,7 @@ MOE_EXPERT_READ_EFFICIENCY = 0.8
 # the GPU (llama.cpp's op_offload), which copies every one of them over PCIe for each prompt.
 # PCIe 3.0 x16 (a T4's link) moves ~12 GB/s host to device in practice: a prior until measured.
 HOST_TO_GPU_BYTES_PER_S = 12e9
+MAX_STREAMS = 64  # a serving runtime's batch (llama-server --parallel, continuous batching)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Prediction:
     first_token_ms_low: float = 0.0
     first_token_ms_high: float = 0.0
     speed_basis: str = ""
+    # serving: the most streams decoded at once that each keep the decode budget and whose KV
+    # caches fit the memory budget (MAX_STREAMS at most), and their tokens/s together
+    streams: int = 1
+    streams_tokens_per_s: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> Prediction:
@@ -88,12 +94,14 @@ def predict(
     kv: str | None = None,
     cpu_moe: int | None = None,
     pruned_mlp: float | None = None,
+    training: Training | None = None,
 ) -> Prediction:
     """calibration: (decode, prefill) factors on the fitted llama.cpp speed that a host
     measured for this runtime and precision (edgepack.plan.speed_calibration), instead of the
     registry's prior; kv: one of the runtime's smaller KV-cache types; cpu_moe: on a
     GPU, the experts of this many of the first layers stay in host RAM; layers or pruned_mlp:
-    a depth or width student of the model (edgepack.plan.students)."""
+    a depth or width student of the model (edgepack.plan.students), trained as `training`
+    declares (edgepack.plan.student_budget; None: edgepack's CPU heal)."""
     runtime = RUNTIMES[fmt.runtime]
     teacher, student = facts, Student(layers, pruned_mlp)
     if pruned_mlp is not None:
@@ -157,8 +165,16 @@ def predict(
     work = Work(read_per_token, 2 * active, kept, precision.bits, quant_of(fmt, precision))
     speed = fitted_speed(profile, fmt.runtime, on_gpu, work, host_s, host_copy_s, calibration)
     prefill_s, decode = speed["prefill_s"], speed["decode"]
+    streams, together = 1, decode
     if facts.kind != "decoder":
-        decode = None
+        decode = together = None
+    else:
+        budget = profile.budget
+        limit = (budget.accelerator_memory_gb if on_gpu else budget.memory_gb) * GB
+        room = int((limit - held.total_bytes) // max(held.kv_cache_bytes, 1)) + 1
+        streams, together = sustained(
+            profile, on_gpu, work, kv_decode, decode, min(room, MAX_STREAMS)
+        )
 
     # a mixture of experts loses to quantization like a dense model of the geometric mean of
     # its total and active sizes (a common dense-equivalent rule; a prior until measured)
@@ -168,7 +184,7 @@ def predict(
         size = max(math.sqrt(parameters * (parameters - idle)), 1)
     quant_factor = min(10.0, max(0.5, math.sqrt(7e9 / size)))
     quant_loss = precision.loss_7b * quant_factor
-    quality = 1.0 / ((1 + quant_loss) * (1 + student_loss(teacher, student)))
+    quality = 1.0 / ((1 + quant_loss) * (1 + student_loss(teacher, student, training)))
 
     return Prediction(
         memory_bytes=held.total_bytes,
@@ -192,7 +208,27 @@ def predict(
         first_token_ms_low=round(speed["prefill_low"] * 1000, 1),
         first_token_ms_high=round(speed["prefill_high"] * 1000, 1),
         speed_basis=speed["basis"],
+        streams=streams,
+        streams_tokens_per_s=_round(together),
     )
+
+
+def sustained(
+    profile: Profile, on_gpu: bool, work: Work, kv_bytes: float, decode: float, most: int
+) -> tuple[int, float]:
+    """(streams, tokens/s of them all): the most streams, up to `most`, that a batched decode
+    serves while each keeps the profile's decode budget, by the fitted model's batched step
+    (edgepack.plan.speed_model.batched_seconds) scaled to this prediction's single stream."""
+    coef = fitted()["coefficients"]
+    machine = machine_of(profile, on_gpu)
+    one = batched_seconds(coef, work, machine, 1, kv_bytes)
+    best = (1, decode)
+    for streams in range(2, max(most, 1) + 1):
+        each = decode * one / batched_seconds(coef, work, machine, streams, kv_bytes)
+        if each < profile.budget.decode_tokens_per_s:
+            break
+        best = (streams, each * streams)
+    return best
 
 
 def _round(value: float | None) -> float | None:

@@ -141,3 +141,26 @@ def seconds_per_token(
     coef = coefficients[f"{machine.kind}/{phase}"]
     terms = features(machine.kind, phase, work, machine, tokens)
     return sum(c * x for c, x in zip(coef, terms, strict=True))
+
+
+def batched_seconds(
+    coefficients: dict, work: Work, machine: Machine, streams: int, kv_bytes: float
+) -> float:
+    """One decode step of `streams` sequences at once (a serving runtime's batch): the weights
+    read once and each stream's KV cache, and every stream's multiply-adds. On a CPU the fitted
+    decode terms add them; on a GPU a step is bound by the larger of its decode time and the
+    batch's multiply-adds at the share of the tensor cores' peak its prompt kernels reach."""
+    batch = Work(
+        work.bytes_per_token + (streams - 1) * kv_bytes,
+        work.ops_per_token * streams,
+        work.layers,
+        work.bits,
+        work.quant,
+    )
+    step = seconds_per_token(coefficients, "decode", batch, machine)
+    if machine.kind == "gpu":
+        terms = features("gpu", "prefill", batch, machine)[:2]
+        compute = sum(c * x for c, x in zip(coefficients["gpu/prefill"][:2], terms, strict=True))
+        step = max(step, compute)
+    return step
+

@@ -20,6 +20,7 @@ import dataclasses
 import math
 
 from ..model.facts import ModelFacts
+from .student_budget import Training, budget_loss
 
 DEPTH_FRACTIONS = (0.75, 0.5, 0.25)  # shares of the teacher's layers a depth student keeps
 PRUNE_RATIOS = (0.25, 0.5)  # shares of the MLP channels a width student removes
@@ -132,11 +133,21 @@ def block_share(facts: ModelFacts, student: Student) -> float:
     return after / max(facts.layer_parameters, 1)
 
 
-def student_loss(facts: ModelFacts, student: Student) -> float:
-    """The prior relative perplexity increase of the healed student over its teacher."""
+def student_loss(facts: ModelFacts, student: Student, training: Training | None = None) -> float:
+    """The prior relative perplexity increase of the healed student over its teacher; with a
+    declared training budget beyond the CPU heal, from published distillation results
+    (edgepack.plan.student_budget)."""
     if student.kind is None:
         return 0.0
     share = block_share(facts, student)
+    heal = _heal_loss(student, share)
+    if training is not None and training.beyond_heal:
+        heal = budget_loss(share, heal, training.tokens)
+    return heal * size_factor(facts.num_parameters)
+
+
+def _heal_loss(student: Student, share: float) -> float:
+    """The CPU heal's loss at the default model's size (MEASURED), linear between shares."""
     points = [(0.0, NO_BLOCKS_LOSS)]
     points += sorted((s, 1 / r - 1) for s, r in MEASURED[student.kind])
     points.append((1.0, 0.0))
@@ -145,7 +156,7 @@ def student_loss(facts: ModelFacts, student: Student) -> float:
         if share <= x1:
             loss = y0 + (y1 - y0) * (share - x0) / (x1 - x0)
             break
-    return loss * size_factor(facts.num_parameters)
+    return loss
 
 
 def size_factor(parameters: int) -> float:
