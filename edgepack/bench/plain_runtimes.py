@@ -35,6 +35,7 @@ def llama_cpp_variant(spec: dict) -> dict:
     llm = llama_cpp.Llama(
         model_path=os.path.join(spec["model_dir"], "model.gguf"),
         n_ctx=spec["n_ctx"],
+        use_mmap=False,  # read into memory, as the bundle's runner does on a CPU
         verbose=False,
         **(kwargs if spec["threads"] else {}),  # 0: llama-cpp-python's default, half the cores
     )

@@ -40,9 +40,6 @@ class Precision:
     calibration: str = "none"
     mixed: str | None = None  # a 4-bit row's mixed-precision fallback: the name of that row
     untied: bool = False  # the export writes a tied head as a matrix of its own (head_bpw)
-    # bits per block weight in a type llama.cpp's CPU backend repacks into an interleaved copy
-    # beside the mapped file (q4_0 and q4_K: its CPU_REPACK buffer, edgepack.plan.memory)
-    cpu_repacked_bpw: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,9 +124,6 @@ _Q6K, _Q5K, _Q4K = 6.5625, 5.5, 4.5
 _CAL = {"calibration": "optional"}  # data-aware when a calibration text is given
 _KQ = {"kquant": True, **_CAL}
 _MIX, _OVMIX = "q4_k_m_mixed", "int4_mixed"  # the mixed-precision rows
-# q4_k_m keeps ~85 % of a LLaMA block's weights in q4_K (attn_v and ffn_down get q6_K in half
-# the layers): the share llama.cpp's CPU backend repacks
-_Q4K_REPACKED = 0.85 * _Q4K
 
 FORMATS = {
     f.name: f
@@ -145,12 +139,10 @@ FORMATS = {
                 Precision("q5_k_m", None, 5, 5.7, _Q5K, _Q6K, _Q6K, 0.0024, CPU_GPU, **_KQ),
                 Precision(
                     "q4_k_m", "int4", 4, 4.9, _Q4K, _Q6K, _Q6K, 0.009, CPU_GPU, **_KQ, mixed=_MIX,
-                    cpu_repacked_bpw=_Q4K_REPACKED,
                 ),
                 # q4_k_m is llama.cpp's own mix of types: the mixed fallback of q4_0
                 Precision(
                     "q4_0", None, 4, 4.5, 4.5, _Q6K, _Q6K, 0.037, CPU_GPU, **_CAL, mixed="q4_k_m",
-                    cpu_repacked_bpw=4.5,
                 ),
                 # q4_k_m with the first and the last block, the embedding and the head at q8_0.
                 # Default model: 107.8 MB vs 105.5; WikiText-2 retention 0.960 vs 0.963 (4096
@@ -158,7 +150,6 @@ FORMATS = {
                 # on the project's own 512-token text; data-free)
                 Precision(
                     _MIX, None, 4, 5.15, 8.5, 8.5, 8.5, 0.007, CPU_GPU, **_KQ,
-                    cpu_repacked_bpw=_Q4K_REPACKED * 28 / 30,
                 ),
             ),
         ),
@@ -234,9 +225,6 @@ FORMATS = {
 # measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw); q6_k
 # keeps ffn_down (1536-wide rows) in q6_K: its blocks average 8.0 bpw (106.4 MB in the GGUF)
 KQUANT_FALLBACK_BPW = {"q6_k": 8.0, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
-# ... where only ffn_down (1536 columns) stays q4_K, in 16 of 30 layers: llama.cpp's CPU_REPACK
-# buffer held 7.59 MiB of the default model's q4_k_m (106.0M block weights: 0.6 bpw)
-KQUANT_FALLBACK_REPACKED_BPW = {"q4_k_m": 0.6, "q4_k_m_mixed": 0.6 * 14 / 16}
 
 
 def resolve(format_name: str, precision_name: str) -> tuple[Format, Precision]:

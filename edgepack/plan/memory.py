@@ -3,7 +3,8 @@
 resident(facts, precision, layers, runtime, device, context_tokens) is the peak resident memory
 of the process that runs the model, as the sum of
 - weights held: the weights in the form the runtime keeps them at its peak (per runtime below:
-  llama.cpp's populated mmap and repacked copies, OpenVINO's mapped file beside the compiled
+  llama.cpp's weights read into memory (some repacked, in place of their own), OpenVINO's
+  mapped file beside the compiled
   weights at the execution precision, ONNX Runtime's pre-packed GEMM weights);
 - KV cache: 2 x layers x KV heads x head dim x the runtime's element bytes x the tokens it holds
   (llama.cpp preallocates its whole context, sliding-window layers at their window;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..export.registry import KQUANT_FALLBACK_BPW, KQUANT_FALLBACK_REPACKED_BPW, Precision, Runtime
+from ..export.registry import KQUANT_FALLBACK_BPW, Precision, Runtime
 from ..model.facts import ModelFacts
 from . import memory_genai
 
@@ -292,17 +293,13 @@ def activation_bytes(facts: ModelFacts, tokens: int, kv_tokens: int) -> float:
 
 # -- llama.cpp ---------------------------------------------------------------------------------
 def _held_llamacpp(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
-    """The GGUF (tensors and metadata) is mmap'd with MAP_POPULATE: every page of the file is
-    resident from the load on (RssFile rose by the file's size at load, before any decoding).
-    The CPU backend repacks q4_0 and q4_K tensors into an interleaved copy (its CPU_REPACK
-    buffer: 56.95 MiB for the q4_0 export's blocks, 7.59 MiB for q4_k_m's 16 q4_K tensors)
-    while the file stays mapped (llama.cpp issues 12149 and 16761: repacking with mmap doubles
-    those tensors' RSS)."""
-    repacked_bpw = precision.cpu_repacked_bpw
-    if precision.kquant and facts.hidden_size % 256:
-        repacked_bpw = KQUANT_FALLBACK_REPACKED_BPW.get(precision.name, repacked_bpw)
+    """The kit's runner reads the GGUF into memory on a CPU (use_mmap off): every tensor is held
+    once, the q4_0 and q4_K ones the CPU backend repacks into an interleaved copy of the same
+    size in its CPU_REPACK buffer instead of their own (with the file mapped, both stayed
+    resident: 56.95 MiB more for the default model's q4_0 blocks; llama.cpp issues 12149 and
+    16761), and the metadata beside them."""
     metadata = facts.vocab_size * GGUF_METADATA_BYTES_PER_TOKEN
-    return stored.total + metadata + stored.layer_parameters * repacked_bpw / 8
+    return stored.total + metadata
 
 
 def _buffers_llamacpp(stored, precision, facts, layers, kv, prompt_tokens) -> float:
