@@ -252,17 +252,20 @@ def _bases(rows: list[dict], names: list[str]) -> str:
         "bundle's own check on the build host."
     )
     bases: dict[str, list[str]] = {}
+    models = []
     for r, n in zip(rows, names, strict=True):
-        basis = (r.get("device_prediction") or {}).get("basis") or (
-            "the plan's prediction (nothing measured on this host refined it)"
-        )
+        device = r.get("device_prediction") or {}
+        basis = device.get("basis") or "the plan's prediction (nothing measured here refined it)"
         bases.setdefault(str(basis), []).append(n)
+        if device.get("model") and device["model"] not in models:
+            models.append(str(device["model"]))
     ranked = sorted({str(_device(r, "ranked_by")) for r in rows if _device(r, "ranked_by")})
     if ranked:
         head += f" Speed ranking used the {escape(' and the '.join(ranked))}."
+    model = f" the speed model, {escape('; '.join(models))}; then" if models else ""
     items = "".join(f"<li>{escape(', '.join(ns))}: {escape(b)}</li>" for b, ns in bases.items())
     return (
-        f'{head} <span class="device">Predicted for the device</span> from:</p>'
+        f'{head} <span class="device">Predicted for the device</span> by{model}:</p>'
         f'<ul class="muted bases">{items}</ul>'
     )
 

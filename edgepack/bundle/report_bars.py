@@ -84,10 +84,13 @@ def bar_chart(
                 body.append(line(hi, by, hi, by + bar, "interval"))
                 value += f" ({span[0]:,.{digits}f}–{span[1]:,.{digits}f})"
                 edge = max(edge, hi)
+            plain = f"{v:,.{digits}f}"
             if edge + 4 + text_width(value) <= width - 2:
                 body.append(t(edge + 4, by + bar - 1, value, "value"))
-            else:
-                body.append(t(sx(v) - 4, by + bar - 1, value, "value inbar", "end"))
+            elif edge + 4 + text_width(plain) <= width - 2:
+                body.append(t(edge + 4, by + bar - 1, plain, "value"))
+            else:  # inside the bar, from its start: clear of the whisker at its end
+                body.append(t(x0 + 4, by + bar - 1, plain, "value inbar"))
     if budget is not None:
         body.append(line(sx(budget), top - 4, sx(budget), bottom, "budget"))
     return svg(width, bottom + 40, title, body)

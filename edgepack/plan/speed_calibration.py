@@ -178,7 +178,9 @@ def device_prediction(
         "first_token_ms_low": p.first_token_ms_low,
         "first_token_ms_high": p.first_token_ms_high,
         "marginal": marginal,
-        "basis": f"{how}; {p.speed_basis}",
+        "basis": how,
+        # the speed model behind every prediction of this build (the plan's, before any factor)
+        "model": candidate.predicted.speed_basis.split("; ")[0],
         "calibration": calibration,
         "host_same_kind": same,
         "ranked_by": "host measurement" if same and not on_gpu else "device prediction",

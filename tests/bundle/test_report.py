@@ -280,7 +280,7 @@ def test_one_device_prediction_with_its_interval_beside_the_host():
     plain = page_of([make_row("gguf", "q8_0", 145, 0.99, chosen=True)])
     _, _, plain_decode, _ = svgs(plain)  # without a build's refinement: the plan's prediction
     assert _bars(plain_decode, "device")
-    assert "nothing measured on this host refined it" in "".join(plain.itertext())
+    assert "nothing measured here refined it" in "".join(plain.itertext())
 
 
 def test_rows_missing_optional_keys_still_render(tmp_path):
