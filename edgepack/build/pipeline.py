@@ -39,6 +39,7 @@ from ..plan.speed_calibration import device_prediction, host_factors, host_machi
 from ..progress import Steps
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
+from .space import check_space
 from .stage import stage
 
 __all__ = ["build", "select"]
@@ -149,6 +150,7 @@ def build(
         for c in picked:
             check_supported(source.facts, c.format)
         todo.append((source, profile, p, picked, forced))
+    check_space(todo, Path(out), Path(cache), cal_text)  # before anything is written
 
     text_name, text = eval_text(eval_data)
     for source in [main, *students.values()]:

@@ -69,7 +69,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         code = 130
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported as one
-        code = internal(exc)
+        from ..build.space import disk_error
+
+        message = disk_error(exc)  # a full or read-only disk is the machine's, not a bug
+        if message is not None:
+            click.echo(f"error: {message}", err=True)
+            code = EXIT_USAGE
+        else:
+            code = internal(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 

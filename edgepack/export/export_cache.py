@@ -55,6 +55,16 @@ def export_cached(
         )
 
 
+def is_cached(
+    model_dir: Path, format_name: str, precision_name: str, cache_dir: Path, calibration=None
+) -> bool:
+    """Whether export_cached would reuse an entry (nothing to write)."""
+    _, precision = resolve(format_name, precision_name)
+    root = Path(cache_dir) / "exports" / model_key(model_dir)
+    name = entry_name(format_name, precision.name, precision.calibration, calibration)
+    return (root / name).is_dir() and (root / f"{name}.json").is_file()
+
+
 def _export_entry(model_dir, facts, module, precision, root, name, progress, calibration, fmt):
     dest = root / name
     meta = root / f"{name}.json"
