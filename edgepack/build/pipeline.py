@@ -25,7 +25,7 @@ from ..export.export_cache import export_cached, forget
 from ..export.support import inspect_model
 from ..liblog import terminal
 from ..measure.calibration_text import calibration_text
-from ..measure.golden import golden_outputs
+from ..measure.golden import check_chat_template, golden_outputs
 from ..measure.kvcache import kv_cache_effect
 from ..measure.quality import EVAL_SCORED_TOKENS, cached_reference_eval, eval_text
 from ..measure.quality import measure as measure_quality
@@ -121,6 +121,8 @@ def build(
     cal_text = calibration_text(calibration)[1] if calibration else None
     tasks = _task_set(eval_tasks, profiles, facts)
     main = Source(Path(model_dir), facts, teacher_of(model_dir))
+    if facts.kind == "decoder":
+        check_chat_template(main.model_dir)  # input, before any work
     plans = [plan(facts, profile) for profile in profiles]
     overridden = bool(format_name or precision_name)
     needing = [  # targets whose plan needs a student

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle.kit import devicekit
-from ..errors import ValidationError
+from ..errors import ModelError, ValidationError
 from ..model.facts import ModelFacts
 
 GOLDEN_PROMPTS = (
@@ -28,6 +28,27 @@ def chat_prompt(model_dir: Path, question: str) -> str:
         return question
     messages = [{"role": "user", "content": question}]
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def check_chat_template(model_dir: Path) -> None:
+    """A chat template is input: rendered once in transformers' sandbox (jinja2's
+    ImmutableSandboxedEnvironment) before any work, so that a template the sandbox refuses or
+    that fails to render stops the build in one line naming its file. Only a template that
+    rendered cleanly reaches the exports (the GGUF's tokenizer.chat_template among them)."""
+    try:
+        chat_prompt(model_dir, GOLDEN_PROMPTS[0])
+    except Exception as exc:  # noqa: BLE001 - whatever the template raises is the input's
+        where = next(
+            (model_dir / n for n in ("chat_template.jinja", "chat_template.json")
+             if (model_dir / n).is_file()),
+            model_dir / "tokenizer_config.json",
+        )  # fmt: skip
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise ModelError(
+            f"the chat template in {where} does not render in transformers' sandbox ({reason}); "
+            "fix or remove it: the build renders it for the golden prompts and the device's "
+            "chat runtime would render it again"
+        ) from None
 
 
 def golden_outputs(runner, model_dir: Path, facts: ModelFacts) -> list[dict]:
