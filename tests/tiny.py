@@ -58,9 +58,16 @@ TOKENIZER_FILES = (
 )
 
 
-def make_tiny(model_type: str, out: Path, bpe_dir: Path, spm_dir: Path | None = None) -> Path:
+def make_tiny(
+    model_type: str,
+    out: Path,
+    bpe_dir: Path,
+    spm_dir: Path | None = None,
+    init: float | None = None,
+) -> Path:
     """A 2-layer random `model_type` checkpoint in `out`, with the tokenizer of bpe_dir (the
-    default model) or spm_dir (Gemma 3's SentencePiece model)."""
+    default model) or spm_dir (Gemma 3's SentencePiece model); `init`: another initialiser
+    range (0.02, transformers' default, makes a flat model: no confident prediction)."""
     import torch
     import transformers
 
@@ -72,7 +79,7 @@ def make_tiny(model_type: str, out: Path, bpe_dir: Path, spm_dir: Path | None = 
     if model_type == "phi3":
         tok.add_special_tokens({"additional_special_tokens": PHI3_TOKENS})
     config = getattr(transformers, class_name)(
-        **(COMMON | own),
+        **(COMMON | own | ({"initializer_range": init} if init else {})),
         vocab_size=len(tok),
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

@@ -95,3 +95,21 @@ def test_a_format_the_exporter_lacks_is_refused_naming_it(tiny_models, tmp_path)
     assert "optimum-onnx" in r.stderr and "no text-generation-with-past export" in r.stderr
     assert "formats that do: gguf, openvino" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+
+
+def test_a_flat_model_builds_quantized_judged_by_its_logits(tmp_path, default_model):
+    """A random Llama at transformers' default initialisation is confident nowhere: its 8-bit
+    GGUF is judged by its logits against the reference's spread, and passes its check."""
+    model = make_tiny("llama", tmp_path / "flat", default_model, init=0.02)
+    r = run_cli(
+        "build", "--model", str(model), "--target", "edge-4gb", "--out", str(tmp_path / "b"),
+        "--format", "gguf", "--precision", "q8_0", "--candidates", "1", "--eval-tokens", "256",
+        "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    (bundle,) = json.loads(r.stdout)["bundles"]
+    manifest = json.loads((Path(bundle["path"]) / "manifest.json").read_text())
+    figures = manifest["validation"]
+    assert figures["confident_positions"] == 0 and figures["top1_agreement_confident"] is None
+    assert figures["logits_relative_error"] < figures["logits_relative_error_ceiling"] == 0.15
+    assert manifest["build_host"]["check"]["pass"], manifest["build_host"]["check"]

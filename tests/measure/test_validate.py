@@ -56,3 +56,54 @@ def test_a_confident_model_is_judged_by_its_top1_tokens_too():
     assert figures["confident_positions"] > 0 and figures["top1_agreement_confident"] == 1.0
     with pytest.raises(ValidationError, match="top-1 agreement"):
         validate(Runner(ref, shift=10.0), ref, bits=16)
+
+
+def quantized_reference(spread: float, positions: int = 64, vocab: int = 32) -> Reference:
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal((positions, vocab)) * spread).astype(np.float32)
+    return Reference(
+        probes={"a b": [1, 2]},
+        inputs=[],
+        logits=[],
+        agreement_ids=list(range(positions)),
+        agreement_top1=logits.argmax(-1),
+        agreement_logits=logits,
+        sentences=[],
+        embeddings=np.zeros((0, 0)),
+    )
+
+
+class QuantizedRunner(Runner):
+    """The reference's agreement logits plus `noise` x its spread (seeded), or another's."""
+
+    def __init__(self, ref: Reference, noise: float = 0.0, wrong: bool = False):
+        rng = np.random.default_rng(2)
+        x = ref.agreement_logits
+        self.out = np.roll(x, 1, axis=0) if wrong else x + noise * x.std() * rng.standard_normal(
+            x.shape
+        ).astype(np.float32)
+
+    def logits(self, ids):
+        return self.out
+
+
+def test_a_flat_quantized_model_is_judged_by_its_logits_and_says_so():
+    ref = quantized_reference(0.1)  # no confident position
+    q8 = validate(QuantizedRunner(ref, noise=0.02), ref, bits=8)
+    assert q8["confident_positions"] == 0 and q8["top1_agreement_confident"] is None
+    assert q8["logits_relative_error"] == pytest.approx(0.02, rel=0.1)
+    assert q8["logits_relative_error_ceiling"] == 0.15
+    assert validate(QuantizedRunner(ref, noise=0.3), ref, bits=4)["logits_relative_error"] < 0.6
+    with pytest.raises(ValidationError) as broken:
+        validate(QuantizedRunner(ref, wrong=True), ref, bits=4)
+    message = str(broken.value)
+    assert "of its spread (RMS) > 0.6 for 4-bit weights" in message
+    assert "confident at no position of 64" in message and "top-1 agreement" not in message
+
+
+def test_a_confident_quantized_model_is_still_judged_by_top1():
+    ref = quantized_reference(10.0)
+    figures = validate(QuantizedRunner(ref), ref, bits=8)
+    assert figures["confident_positions"] > 0 and figures["top1_agreement_confident"] == 1.0
+    with pytest.raises(ValidationError, match="top-1 agreement"):
+        validate(QuantizedRunner(ref, wrong=True), ref, bits=8)
