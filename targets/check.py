@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import manifestkeys as K  # noqa: E402 - the kit's modules beside this file
 from measure import DECODE_TOKENS, PROMPT_TOKENS, CheckError, check_golden, measure  # noqa: E402, F401
+from signature import SIGNATURE  # noqa: E402 - model-signing itself is imported only to verify
 
 MANIFEST = "manifest.json"
 IGNORED = ("__pycache__", "venv")  # venv: the environment the README makes in the bundle
@@ -76,7 +77,7 @@ def verify_files(root: str, manifest: dict) -> int:
         dirnames[:] = [d for d in dirnames if d not in IGNORED]
         for name in filenames:
             rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            if rel != MANIFEST:
+            if rel not in (MANIFEST, SIGNATURE):  # the signature covers the manifest itself
                 present.add(rel)
     extra = sorted(present - set(listed))
     if extra:
@@ -307,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a bundle planned for a GPU may run on this host's CPU (a smoke test off the "
         "device: its figures are not the GPU's)",
     )
+    parser.add_argument(
+        "--public-key",
+        metavar="PUB",
+        help="refuse the bundle unless its model.sig, made with this key's private half, covers "
+        "every file (checked before anything else is read)",
+    )
     parser.add_argument("--child", choices=("measure", "golden"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -332,6 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         "measured": {},
         "host": host(),
     }
+    if args.public_key:  # who made the bundle, before anything in it is read
+        from signature import SignatureError, verify_bundle
+
+        try:
+            verify_bundle(HERE, args.public_key)
+        except SignatureError as exc:
+            result["error"] = str(exc)
+            print(json.dumps(result, indent=2) if args.json else f"edgepack check: {exc}")
+            return EXIT_ERROR
+        result["signature"] = f"verified with {os.path.abspath(args.public_key)}"
     try:
         manifest = load_manifest(HERE)
         result["runtime"] = manifest[K.RUNTIME]["name"]

@@ -17,6 +17,7 @@ from ..bundle.install import keep_installable
 from ..bundle.kit import load_runner
 from ..bundle.publish import publish, write_manifest
 from ..bundle.report import write_report
+from ..bundle.signing import prepare_signed, sign
 from ..compress.make_student import distil_student, student_message
 from ..device.profiles import Profile
 from ..errors import EdgepackError, QualityError, StudentRequired
@@ -106,6 +107,7 @@ def build(
     resolve_requirements: bool = True,
     wheels: bool = False,
     eval_tasks: Path | str | None = None,
+    sign_key: Path | None = None,
 ) -> list[BuildResult]:
     """Plan, export, validate and measure the candidates of every target; write the chosen.
 
@@ -197,7 +199,11 @@ def build(
             best.manifest["candidates_measured"] = [t.row(t is best) for t in trials]
             if best.device_prediction is not None:
                 best.manifest["device_prediction"] = best.device_prediction
+            if sign_key is not None:
+                prepare_signed(best.staging)
             write_manifest(best.staging, best.manifest)
+            if sign_key is not None:
+                sign(best.staging, sign_key)  # after the manifest: model.sig covers it too
             dest = out / f"{model_name(source.model_dir)}-{profile.name}"
             path, tarball = publish(best.staging, dest)
             c = best.candidate

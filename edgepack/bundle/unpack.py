@@ -19,6 +19,8 @@ from pathlib import Path, PurePosixPath
 from ..errors import VerificationError
 
 MAX_MANIFEST_BYTES = 50_000_000
+SIGNATURE = "model.sig"  # the kit's signature.SIGNATURE: a signed bundle's, beside its manifest
+MAX_SIGNATURE_BYTES = 1_000_000
 MAX_TRAILING_BYTES = 1 << 20  # after the end-of-archive blocks: tar pads to 10240 bytes
 # What reading a damaged .tar.gz raises (gzip.BadGzipFile is an OSError).
 UNREADABLE = (EOFError, zlib.error, tarfile.TarError, OSError)
@@ -62,9 +64,11 @@ def _read_to_end(tf: tarfile.TarFile, tarball: Path) -> None:
 
 
 def _check_listed(tarball: Path, members: list[tarfile.TarInfo], root: str, manifest: dict):
-    """Members are exactly the manifest's files (and their directories), at their sizes."""
+    """Members are exactly the manifest's files (and their directories), at their sizes, and
+    a signed bundle's model.sig, which signs the manifest and so cannot be listed in it."""
     listed = {f"{root}/{f['path']}": f["bytes"] for f in manifest["files"]}
     listed[f"{root}/manifest.json"] = None
+    signature = f"{root}/{SIGNATURE}"
     allowed_dirs = {root}
     for name in listed:
         parts = PurePosixPath(name).parents
@@ -73,6 +77,9 @@ def _check_listed(tarball: Path, members: list[tarfile.TarInfo], root: str, mani
         if m.isdir():
             if m.name.rstrip("/") not in allowed_dirs:
                 raise VerificationError(f"{tarball}: directory {m.name} is not in the manifest")
+        elif m.name == signature:
+            if m.size > MAX_SIGNATURE_BYTES:
+                raise VerificationError(f"{tarball}: {m.name} is implausibly large")
         elif m.name not in listed:
             raise VerificationError(f"{tarball}: member {m.name} is not in the manifest")
         elif listed[m.name] is not None and m.size != listed[m.name]:

@@ -76,6 +76,14 @@ from .options import emit, json_option, model_facts, model_options
     type=click.IntRange(min=1),
     help="Training steps of that distillation (default: edgepack distill's).",
 )
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False),
+    metavar="KEY",
+    help="Sign each bundle with this private key (`edgepack keygen`): model.sig covers every "
+    "file; check.py --public-key PUB refuses anything else.",
+)
 @json_option
 def build(
     model,
@@ -95,6 +103,7 @@ def build(
     calibration,
     allow_distill,
     distill_steps,
+    sign_key,
     as_json,
 ):
     """Plan, export, validate and write a self-contained bundle per target."""
@@ -106,6 +115,15 @@ def build(
 
     if wheels and no_resolve:
         raise click.UsageError("--wheels needs the resolution that --no-resolve skips")
+    if sign_key:
+        from ..bundle.signing import check_private_key
+
+        if wheels:
+            raise click.UsageError(
+                "--sign with --wheels: the wheelhouse does not carry model-signing yet; sign a "
+                "bundle without --wheels, or install model-signing on the device yourself"
+            )
+        check_private_key(Path(sign_key))
     profiles = [load_profile(t) for t in targets]
     # the user's texts before the model: a bad one is refused before anything is loaded
     if calibration:
@@ -141,6 +159,7 @@ def build(
             run_check=not no_check,
             resolve_requirements=not no_resolve,
             wheels=wheels,
+            sign_key=Path(sign_key) if sign_key else None,
             eval_data=Path(eval_data) if eval_data else None,
             eval_tasks=eval_tasks,
             **({"eval_tokens": eval_tokens} if eval_tokens else {}),

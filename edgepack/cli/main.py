@@ -1,8 +1,8 @@
 """The command line: the click group, and the one place that turns an EdgepackError into a
 one-line message and an exit code (every command module only raises).
 
-One module per command (targets, inspect, plan, build, verify, distill, prune); heavy backends
-are imported by the commands that need them, never at start-up.
+One module per command (targets, inspect, plan, build, verify, keygen, distill, prune); heavy
+backends are imported by the commands that need them, never at start-up.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..progress import end_bars
 from .build import build
 from .distill import distill_command
 from .inspect import inspect
+from .keygen import keygen
 from .plan import plan
 from .prune import prune_command
 from .targets import targets
@@ -31,7 +32,7 @@ def cli():
     """Plan, export and bundle a Hugging Face model for a device profile."""
 
 
-for command in (targets, inspect, plan, build, verify, distill_command, prune_command):
+for command in (targets, inspect, plan, build, verify, keygen, distill_command, prune_command):
     cli.add_command(command)
 
 

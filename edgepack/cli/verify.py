@@ -20,8 +20,14 @@ from .options import emit, json_option
     is_flag=True,
     help="A bundle planned for a GPU may run on this host's CPU (a smoke test off the device).",
 )
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False),
+    metavar="PUB",
+    help="Refuse the bundle unless its signature (model.sig) verifies with this key.",
+)
 @json_option
-def verify(bundle, target, keep, threads, repetitions, allow_cpu, as_json):
+def verify(bundle, target, keep, threads, repetitions, allow_cpu, public_key, as_json):
     """Check a bundle (directory or .tar.gz): integrity, golden outputs, budgets."""
     from pathlib import Path
 
@@ -37,9 +43,14 @@ def verify(bundle, target, keep, threads, repetitions, allow_cpu, as_json):
         check_args += ["--repetitions", str(repetitions)]
     if allow_cpu:
         check_args.append("--allow-cpu")
+    if public_key:  # check.py verifies it first, in the unpacked directory
+        check_args += ["--public-key", str(Path(public_key).resolve())]
     report = run_verify(Path(bundle), profile, keep=keep, check_args=check_args)
+    refused = public_key and "signature" not in report and report.get("error")
     if as_json:
         emit(report)
+    elif refused:  # nothing in the bundle was read: one line, as check.py says it
+        click.echo(f"error: {report['error']}", err=True)
     else:
         click.echo(check_text(report))
     code = report.get("exit_code", 2)
