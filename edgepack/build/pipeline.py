@@ -17,7 +17,7 @@ from ..bundle.install import keep_installable
 from ..bundle.kit import load_runner
 from ..bundle.publish import publish, write_manifest
 from ..bundle.report import write_report
-from ..bundle.signing import prepare_signed, sign
+from ..bundle.signing import prepare_signed, sign, verification_requirements
 from ..compress.make_student import distil_student, student_message
 from ..device.profiles import Profile
 from ..errors import EdgepackError, QualityError, StudentRequired
@@ -142,6 +142,7 @@ def build(
             path = distil_student(main.model_dir, student, cache, distill_steps)
             students[student] = Source(path, inspect_model(path), main.model_dir)
     todo = []
+    verifier = verification_requirements() if sign_key is not None else []
     resolutions: dict = {}  # (target, runtime): what the device installs (edgepack.bundle.install)
     for profile, p in zip(profiles, plans, strict=True):
         source = main
@@ -150,7 +151,9 @@ def build(
             p = plan(source.facts, profile)
         picked, forced = select(p, format_name, precision_name, max(1, candidates))
         if resolve_requirements:  # before any export: a runtime the device cannot install
-            picked = keep_installable(profile, p, picked, forced, cache, resolutions, _say)
+            picked = keep_installable(
+                profile, p, picked, forced, cache, resolutions, _say, verifier
+            )
         for c in picked:
             check_supported(source.facts, c.format)
         todo.append((source, profile, p, picked, forced))

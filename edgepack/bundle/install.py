@@ -123,9 +123,11 @@ def cmake_args(profile: Profile) -> str:
     return " ".join(["-DGGML_NATIVE=OFF", *on])
 
 
-def resolve(profile: Profile, runtime: str, cache: Path) -> Resolution:
-    """The wheels the device installs for `runtime` (cached for CACHE_DAYS)."""
+def resolve(profile: Profile, runtime: str, cache: Path, extra: tuple = ()) -> Resolution:
+    """The wheels the device installs for `runtime`, and `extra` requirements beside it (a
+    signed bundle's verifier), cached for CACHE_DAYS."""
     wanted, builds = requirements(runtime)
+    wanted = [*wanted, *extra]
     for build in builds:
         build["cmake_args"] = cmake_args(profile)
     key = hashlib.sha256(
@@ -203,7 +205,7 @@ def _host_version(package: str) -> str | None:
         return None
 
 
-def keep_installable(profile, p, picked, forced, cache, resolutions, say) -> list:
+def keep_installable(profile, p, picked, forced, cache, resolutions, say, extra=()) -> list:
     """The picked candidates whose runtime installs on the target. A runtime that does not is
     left out (and said so), its place taken by the plan's next candidates that do; the error
     stands where nothing else is left, or where the user forced that candidate.
@@ -213,7 +215,7 @@ def keep_installable(profile, p, picked, forced, cache, resolutions, say) -> lis
         key = (profile.name, c.runtime)
         if key not in resolutions:
             try:
-                resolutions[key] = resolve(profile, c.runtime, cache)
+                resolutions[key] = resolve(profile, c.runtime, cache, tuple(extra))
             except InstallError as exc:
                 resolutions[key] = exc
                 say(f"{profile.name}: {exc}; its {c.runtime} candidates are left out")

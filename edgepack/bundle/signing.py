@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 from pathlib import Path
 
 from ..errors import EdgepackError
@@ -92,7 +93,9 @@ def prepare_signed(root: Path) -> None:
     needs to verify it, and README.md says how."""
     requirements = root / "requirements.txt"
     lines = requirements.read_text().splitlines() if requirements.is_file() else []
-    requirements.write_text("\n".join([*lines, *verification_requirements()]) + "\n")
+    have = {re.split(r"[=<>!~ ;\[]", line)[0].strip().lower() for line in lines}
+    missing = [r for r in verification_requirements() if r.split("==")[0].lower() not in have]
+    requirements.write_text("\n".join([*lines, *missing]) + "\n")
     readme = root / "README.md"
     text = readme.read_text() if readme.is_file() else ""
     readme.write_text(text.rstrip() + "\n\n" + SIGNED_README)

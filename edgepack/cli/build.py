@@ -118,11 +118,6 @@ def build(
     if sign_key:
         from ..bundle.signing import check_private_key
 
-        if wheels:
-            raise click.UsageError(
-                "--sign with --wheels: the wheelhouse does not carry model-signing yet; sign a "
-                "bundle without --wheels, or install model-signing on the device yourself"
-            )
         check_private_key(Path(sign_key))
     profiles = [load_profile(t) for t in targets]
     # the user's texts before the model: a bad one is refused before anything is loaded
