@@ -310,7 +310,7 @@ def _predict_device(source, profile, trials, cache) -> None:
             source.facts, profile, t.candidate, t.measured, host, llama
         )
         cal = t.device_prediction["calibration"]
-        if cal and t in ok:
+        if cal and any(t is o for o in ok):
             name = f"{model_name(source.model_dir)}-{profile.name}"
             record(cache, host, cal, name)
 
