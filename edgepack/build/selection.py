@@ -21,6 +21,7 @@ from pathlib import Path
 from ..device.profiles import Profile
 from ..errors import EdgepackError, PlanError
 from ..export.registry import FORMATS, resolve
+from ..plan.cost import at_decode
 from ..plan.planner import GB, Candidate, Plan
 from ..plan.ranking import dominates, rank_key
 
@@ -133,7 +134,12 @@ class Trial:
                 "threads": m.get("threads"),
             },
             "device_prediction": self.device_prediction,
-            "cost": c.cost,
+            # per million tokens at the device's decode: the build's refined one where made
+            "cost": c.cost and at_decode(
+                c.cost,
+                c.predicted.decode_tokens_per_s,
+                (self.device_prediction or {}).get("decode_tokens_per_s"),
+            ),
         }
 
 

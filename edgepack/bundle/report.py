@@ -156,18 +156,15 @@ def _budget_line(budget: dict) -> str:
 
 def _cost_line(rows: list[dict]) -> str:
     """The chosen candidate's cost per million generated tokens on the target's priced machine,
-    at the device's predicted decode (the plan's figures scaled to the build's prediction)."""
+    at the device's predicted decode (the row's, as the build recorded it)."""
     row = next((r for r in rows if r.get("chosen") and r.get("cost")), None)
     if row is None:
         return ""
     c = row["cost"]
-    planned = (row.get("predicted") or {}).get("decode_tokens_per_s")
-    device = _device(row, "decode_tokens_per_s")
-    scale = device / planned if planned and device else 1.0
-    one = c["single_stream_usd_per_million"] / scale
+    one = c["single_stream_usd_per_million"]
     text = f"${one:,.2f} per million generated tokens with one stream"
     if c.get("streams", 1) > 1:
-        served = c["served_usd_per_million"] / scale
+        served = c["served_usd_per_million"]
         text += f", ${served:,.3f} at the {c['streams']} streams the runtime sustains"
     return (
         f"<p>Cost of {escape(name(row))} on the device: {escape(text)} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..device.profiles import Profile
 from ..model.facts import ModelFacts
-from ..plan.cost import at_decode, cost_text
+from ..plan.cost import cost_text
 from ..plan.planner import GB, Candidate, Plan
 
 
@@ -230,9 +230,8 @@ def build_text(results) -> str:
                 + (f" (missed: {', '.join(failed)})" if failed else "")
             )
         chosen = next((c for c in r.candidates_measured if c["chosen"] and c.get("cost")), None)
-        if chosen:
-            device = (chosen.get("device_prediction") or {}).get("decode_tokens_per_s")
-            c = at_decode(chosen["cost"], chosen["predicted"]["decode_tokens_per_s"], device)
+        if chosen:  # at the device's decode (Trial.row)
+            c = chosen["cost"]
             lines.append(f"        cost on {c['instance']}: {cost_text(c)}")
     if results:
         from pathlib import Path

@@ -362,17 +362,28 @@ def _evaluate(
     )
 
 
-def _marginal(p: Prediction, budget) -> list[str]:
-    """Why a fitting candidate is marginal: its speed interval (the speed model's held-out
-    errors, 10th to 90th percentile) reaches past a latency budget."""
+def straddled(p: Prediction, budget) -> list[str]:
+    """The latency budgets ("decode", "first token") inside the prediction's speed interval
+    (the speed model's held-out errors, 10th to 90th percentile)."""
     out = []
-    low = p.decode_tokens_per_s_low
-    if low is not None and low < budget.decode_tokens_per_s:
+    low, high = p.decode_tokens_per_s_low, p.decode_tokens_per_s_high
+    if low is not None and low < budget.decode_tokens_per_s <= (high or low):
+        out.append("decode")
+    if p.first_token_ms_low <= budget.first_token_ms < p.first_token_ms_high:
+        out.append("first token")
+    return out
+
+
+def _marginal(p: Prediction, budget) -> list[str]:
+    """Why a fitting candidate is marginal: its speed interval straddles a latency budget."""
+    out = []
+    low, phases = p.decode_tokens_per_s_low, straddled(p, budget)
+    if "decode" in phases:
         out.append(
             f"marginal: decode {low:.1f}-{p.decode_tokens_per_s_high:.1f} tok/s (the speed "
             f"model's interval) reaches below the budget {budget.decode_tokens_per_s:g} tok/s"
         )
-    if p.first_token_ms_high > budget.first_token_ms:
+    if "first token" in phases:
         out.append(
             f"marginal: first token {p.first_token_ms_low:,.0f}-{p.first_token_ms_high:,.0f} ms "
             f"(the speed model's interval) reaches past the budget "

@@ -35,7 +35,7 @@ from ..device.hardware import isa_class
 from ..device.profiles import Profile
 from ..export.registry import FORMATS
 from ..model.facts import ModelFacts
-from .planner import Candidate, predict
+from .planner import Candidate, predict, straddled
 from .prediction import PROMPT_TOKENS, quant_of
 from .speed_fit import fitted
 from .speed_model import Cluster, Machine, Work, seconds_per_token
@@ -106,13 +106,18 @@ def host_factors(facts: ModelFacts, candidate: Candidate, measured: dict, host: 
     }
 
 
+def weight(phase: str) -> float:
+    """How much of a host's error of the fit recurs on another CPU device, for this phase
+    (edgepack.plan.speed_fit.transfer, stored with the fit)."""
+    return fitted().get("transfer", {}).get(f"cpu/{phase}", {}).get("weight", 0.0)
+
+
 def device_factors(runtime: str, factors: dict, llama: dict | None) -> tuple[float, float]:
     """(decode, prefill) factors on the fitted llama.cpp speed for the device (the module
     docstring): this host's factors with its own error of the fit kept at weight w."""
-    weights = fitted().get("transfer", {})
     out = []
     for phase in ("decode", "prefill"):
-        w = weights.get(f"cpu/{phase}", {}).get("weight", 0.0)
+        w = weight(phase)
         f = factors[phase]
         own = f if runtime == LLAMA else (llama or {}).get(phase, 1.0)
         out.append((f / own) * own**w)
@@ -148,7 +153,6 @@ def device_prediction(
             facts, profile, fmt, precision, candidate.student_layers, False, pair,
             candidate.kv_cache, pruned_mlp=candidate.pruned_mlp,
         )  # fmt: skip
-        weights = fitted().get("transfer", {})
         calibration = {
             "runtime": candidate.runtime,
             "precision": candidate.precision,
@@ -158,26 +162,18 @@ def device_prediction(
             "host_fitted": factors["fitted_here"],
             "llama_cpp_host_factor": llama and {k: round(llama[k], 4) for k in llama if
                                                 k in ("decode", "prefill")},
-            "weight": {ph: round(weights.get(f"cpu/{ph}", {}).get("weight", 0.0), 4)
-                       for ph in ("decode", "prefill")},
+            "weight": {ph: round(weight(ph), 4) for ph in ("decode", "prefill")},
             "device_factor": {"decode": round(pair[0], 4), "prefill": round(pair[1], 4)},
         }  # fmt: skip
         how = _how(candidate.runtime, calibration)
-    budget = profile.budget
-    low, high = p.decode_tokens_per_s_low, p.decode_tokens_per_s_high
-    marginal = []
-    if low is not None and low < budget.decode_tokens_per_s <= (high or low):
-        marginal.append("decode")
-    if p.first_token_ms_low <= budget.first_token_ms < p.first_token_ms_high:
-        marginal.append("first token")
     return {
         "decode_tokens_per_s": p.decode_tokens_per_s,
-        "decode_tokens_per_s_low": low,
-        "decode_tokens_per_s_high": high,
+        "decode_tokens_per_s_low": p.decode_tokens_per_s_low,
+        "decode_tokens_per_s_high": p.decode_tokens_per_s_high,
         "first_token_ms": p.first_token_ms,
         "first_token_ms_low": p.first_token_ms_low,
         "first_token_ms_high": p.first_token_ms_high,
-        "marginal": marginal,
+        "marginal": straddled(p, profile.budget),
         "basis": how,
         # the speed model behind every prediction of this build (the plan's, before any factor)
         "model": candidate.predicted.speed_basis.split("; ")[0],

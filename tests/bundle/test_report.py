@@ -340,3 +340,14 @@ def test_budget_given_as_a_dataclass():
     root = ET.fromstring(page)
     assert "floor 0.9" in texts(svgs(root)[0])
     assert "budget ≤ 3 GB" in texts(svgs(root)[1])
+
+
+def test_the_chosen_bundles_cost_is_shown_as_the_build_recorded_it():
+    row = make_row("gguf", "q8_0", 145, 0.99, chosen=True)
+    row["cost"] = {"single_stream_usd_per_million": 0.57, "served_usd_per_million": 0.014,
+                   "streams": 64, "hourly_usd": 0.752, "instance": "AWS g4dn.2xlarge",
+                   "source": "aws.amazon.com"}  # fmt: skip
+    page = "".join(page_of([row]).itertext())
+    assert "$0.57 per million generated tokens with one stream" in page
+    assert "$0.014 at the 64 streams the runtime sustains" in page and "AWS g4dn.2xlarge" in page
+    assert "per million" not in "".join(page_of([make_row("gguf", "q8_0", 145, 0.99)]).itertext())

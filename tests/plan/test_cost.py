@@ -56,3 +56,17 @@ def test_a_refined_decode_rescales_the_cost():
     )
     assert at_decode(c, None, 5.0) == c
     assert per_million(3.6, 1000.0) == pytest.approx(1.0)
+
+
+def test_a_builds_row_carries_the_cost_at_the_devices_refined_decode():
+    from edgepack.build.selection import Trial
+
+    c = chosen("smollm2-135m", "t4")
+    device = c.predicted.decode_tokens_per_s / 2
+    trial = Trial(c, {"retention": 0.99}, None, {}, {}, device_prediction={
+        "decode_tokens_per_s": device})  # fmt: skip
+    row_cost = trial.row(chosen=True)["cost"]
+    assert row_cost["single_stream_usd_per_million"] == pytest.approx(
+        2 * c.cost["single_stream_usd_per_million"], rel=1e-3
+    )
+    assert Trial(c, {"retention": 0.99}, None, {}, {}).row(True)["cost"] == c.cost
