@@ -94,14 +94,14 @@ def requirements(runtime: str) -> tuple[list[str], list[dict]]:
     """(what pip resolves for the target, the stated source builds) for one runtime."""
     wanted, builds = [], []
     for package in RUNTIME_PACKAGES[runtime]:
-        pinned = _host_version(package)
+        pinned = host_version(package)
         if package in SOURCE_BUILDS:
             builds.append({"name": package, "version": pinned})
             wanted += [r for r in requires(package) or [] if "extra ==" not in r]
         else:
             wanted.append(f"{package}=={pinned}" if pinned else package)
     for helper in HELPERS[runtime]:  # the newest with a wheel, up to the version tested here
-        pinned = _host_version(helper)
+        pinned = host_version(helper)
         wanted.append(f"{helper}<={pinned}" if pinned else helper)
     return wanted, builds
 
@@ -198,7 +198,7 @@ def no_wheel_message(stderr: str, platform: str) -> str:
     return f"the requirements do not resolve for {platform}: {reason}"
 
 
-def _host_version(package: str) -> str | None:
+def host_version(package: str) -> str | None:
     try:
         return version(package)
     except PackageNotFoundError:

@@ -37,6 +37,14 @@ def manifest_keys():
     return module
 
 
+def signature_module():
+    """The kit's signature module: a bundle's model.sig, made and verified (model-signing)."""
+    _import_path()
+    import signature as module
+
+    return module
+
+
 def gpu_module():
     """The kit's gpu module: how a GPU bundle proves it ran on the GPU, and the GPU builds."""
     _import_path()

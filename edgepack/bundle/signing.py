@@ -10,24 +10,16 @@ what check.py needs to verify it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
 from pathlib import Path
 
 from ..errors import EdgepackError
-from .kit import _import_path
+from .install import host_version
+from .kit import signature_module
 
 KEY_NAME = "edgepack-signing.key"
 PUB_NAME = "edgepack-signing.pub"
-
-
-def signature_module():
-    """The kit's signature module (targets/signature.py)."""
-    _import_path()
-    import signature as module
-
-    return module
 
 
 def keygen(out: Path) -> tuple[Path, Path]:
@@ -79,13 +71,8 @@ def check_private_key(path: Path) -> None:
 def verification_requirements() -> list[str]:
     """What a device installs to verify a signature: model-signing and pyopenssl, at this
     host's versions."""
-    lines = []
-    for package in signature_module().PACKAGES:
-        try:
-            lines.append(f"{package}=={importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            lines.append(package)
-    return lines
+    versions = {package: host_version(package) for package in signature_module().PACKAGES}
+    return [f"{p}=={v}" if v else p for p, v in versions.items()]
 
 
 def prepare_signed(root: Path) -> None:

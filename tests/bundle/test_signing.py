@@ -9,7 +9,8 @@ import stat
 
 import pytest
 
-from edgepack.bundle.signing import check_private_key, keygen, sign, signature_module
+from edgepack.bundle.kit import signature_module
+from edgepack.bundle.signing import check_private_key, keygen, sign
 from edgepack.errors import EdgepackError
 
 
