@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import manifestkeys as K  # noqa: E402 - the kit's modules beside this file
-from measure import DECODE_TOKENS, PROMPT_TOKENS, CheckError, check_golden, measure  # noqa: E402, F401
+from measure import DECODE_TOKENS, PROMPT_TOKENS, CheckError, built_for, check_golden, measure  # noqa: E402, F401
 from signature import SIGNATURE  # noqa: E402 - model-signing itself is imported only to verify
 
 MANIFEST = "manifest.json"
@@ -117,6 +118,12 @@ def run_child(
         stderr = err.read()
     unit = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines and proc.returncode == -signal.SIGILL:  # the runtime's kernels, not this file
+        flags = built_for(load_manifest(HERE))
+        raise CheckError(
+            "the runtime died of an illegal instruction (SIGILL): this CPU lacks an instruction "
+            f"the bundle's runtime was built for ({flags}); rebuild for this CPU's profile"
+        )
     if not lines:
         tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise CheckError(f"the measuring process failed (exit {proc.returncode}): {tail}")
@@ -173,7 +180,9 @@ def host() -> dict:
     }
 
 
-def judge(manifest: dict, budget: dict, measured: dict, disk: int) -> list[dict]:
+def judge(
+    manifest: dict, budget: dict, measured: dict, disk: int, emulated: str | None = None
+) -> list[dict]:
     gb = 1e9
     checks = [
         {
@@ -219,12 +228,13 @@ def judge(manifest: dict, budget: dict, measured: dict, disk: int) -> list[dict]
                 "pass": measured["decode_tokens_per_s_p50"] >= budget["decode_tokens_per_s"],
             }
         )
-    if measured.get("planned_device") == "gpu" and measured.get("device") != "gpu":
-        # a CPU standing in for the GPU (--allow-cpu): its speed says nothing of the device's
-        for c in checks:
-            if c["name"] in LATENCY:
-                c["judged"] = False
-                c["unit"] += "; not judged: this CPU stands in for the GPU"
+    # a CPU standing in for the GPU (--allow-cpu), or an emulator: its speed is not the device's
+    stand_in = measured.get("planned_device") == "gpu" and measured.get("device") != "gpu"
+    why = f" under emulation ({emulated})" if emulated else ": this CPU stands in for the GPU"
+    for c in checks if stand_in or emulated else []:
+        if c["name"] in LATENCY:
+            c["judged"] = False
+            c["unit"] += f"; not judged{why}"
     figures = manifest.get(K.QUALITY) or {}
     unit = "retention (measured at build)"
     if budget.get("quality_metric", "perplexity") == "tasks":  # the schema's default
@@ -275,6 +285,8 @@ def report_text(result: dict) -> str:
     m, h = result["measured"], result["host"]
     if m.get("planned_device") == "gpu" and m.get("device") != "gpu":
         lines.append("  NOTE: planned for a GPU, measured on this host's CPU (--allow-cpu)")
+    if result.get("emulated"):
+        lines.append(f"  NOTE: run under emulation ({result['emulated']}): speed not judged")
     lines.append(
         f"  load {m['load_s']:.2f} s; first token p95 {fmt(m['first_token_ms_p95'])} ms; "
         f"decode p95 {fmt(m['decode_tokens_per_s_p95'])} tok/s; {m.get('threads')} threads"
@@ -313,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PUB",
         help="refuse the bundle unless its model.sig, made with this key's private half, covers "
         "every file (checked before anything else is read)",
+    )
+    parser.add_argument(
+        "--emulated",
+        metavar="CPU",
+        help="this runs under an emulator of CPU (edgepack verify --emulate): speed is reported, "
+        "not judged",
     )
     parser.add_argument("--child", choices=("measure", "golden"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -363,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         golden, _ = run_child("golden", args.threads, 1)
         measured["golden"] = golden["golden"]
         result["measured"] = measured
-        result["checks"] = judge(manifest, budget, measured, disk)
+        result["checks"] = judge(manifest, budget, measured, disk, args.emulated)
+        if args.emulated:
+            result["emulated"] = args.emulated
         result["pass"] = all(c["pass"] for c in result["checks"] if c.get("judged", True))
         result["verdict"] = "PASS" if result["pass"] else "FAIL"
         code = EXIT_PASS if result["pass"] else EXIT_FAIL

@@ -106,6 +106,13 @@ def measure(
     }
 
 
+def built_for(manifest: dict) -> str:
+    """The ISA the bundle's runtime was compiled for, as the manifest states it."""
+    install = manifest[K.RUNTIME].get("install") or {}
+    builds = install.get("prebuilt", []) + install.get("source_builds", [])
+    return "; ".join(b["cmake_args"] for b in builds) or "its published wheel's"
+
+
 def check_golden(root: str, manifest: dict, threads: int | None) -> dict:
     """Runs in the golden child: the build's golden outputs, teacher-forced (devicekit's
     golden_check: clear steps must keep their argmax, near-ties stay within NEAR_TIE)."""

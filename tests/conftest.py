@@ -9,6 +9,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# made for this machine, not for a model: the emulated arm64 root and the cross-built wheels (and
+# the sdists they come from) take minutes and stay in the user's cache, shared by test runs
+MACHINE_CACHES = ("emulation", "wheels", "sdists")
 
 
 def pytest_configure(config):
@@ -28,8 +31,14 @@ def pytest_configure(config):
     if keep:
         os.environ["EDGEPACK_CACHE"] = keep
     else:
+        from edgepack.cache import cache_root
+
+        machine = cache_root()  # the user's, before this run's replaces it
         config._edgepack_cache = tempfile.mkdtemp(prefix="edgepack-test-cache-")
         os.environ["EDGEPACK_CACHE"] = config._edgepack_cache
+        for name in MACHINE_CACHES:
+            (machine / name).mkdir(parents=True, exist_ok=True)
+            os.symlink(machine / name, Path(config._edgepack_cache) / name)
 
 
 def _own_cores(index: int, workers: int) -> None:

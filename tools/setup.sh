@@ -13,6 +13,23 @@ venv=.venv
 stamp=$venv/.edgepack-setup
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
+# arm64 bundles: a cross compiler for llama-cpp-python's wheel, and qemu-user with an arm64 Debian
+# root for `edgepack verify --emulate` (Debian's packages; installed where this runs as root)
+need=""
+for pair in aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64-static:qemu-user-static \
+    mmdebstrap:mmdebstrap arch-test:arch-test; do
+    command -v "${pair%%:*}" >/dev/null || need="$need ${pair##*:}"
+done
+if [ -n "$need" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing$need (arm64 cross builds and emulation)" >&2
+        apt-get install -y -qq $need >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $need >/dev/null; }
+    else
+        echo "setup: arm64 cross builds and emulation need:$need (apt-get install, as root)" >&2
+    fi
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/edgepack" ]; then
     exit 0
 fi

@@ -269,6 +269,7 @@ def _trials(
             run_check,
             resolutions.get((profile.name, candidate.runtime)),
             wheels,
+            cache,
         )
         trial.fallback_for = fallback_for.get(key[:2])
         staged.append(trial)

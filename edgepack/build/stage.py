@@ -18,8 +18,10 @@ from ..bundle.install import download
 from ..bundle.kit import check_module, gpu_module, kit_dir
 from ..bundle.manifest import Manifest
 from ..bundle.publish import kit_files, staging_dir, write_manifest
-from ..bundle.verify import run_bundle_check
+from ..bundle.run_check import run_bundle_check
+from ..cache import cache_root
 from ..export.registry import RUNTIMES
+from ..liblog import terminal
 from ..model.default import model_name
 from ..model.facts import ModelFacts
 from .selection import Trial
@@ -70,12 +72,14 @@ def stage(
     run_check,
     resolution=None,
     wheels: bool = False,
+    cache: Path | None = None,
 ) -> Trial:
     """The bundle of one candidate in a staging directory, checked on this host.
 
     resolution: what the device installs (edgepack.bundle.install), or None where the build did not
     resolve it (--no-resolve): requirements.txt then pins this host's versions. wheels: the
-    target's wheels go into wheelhouse/, and requirements.txt carries their hashes."""
+    target's wheels go into wheelhouse/ (a source-only runtime cross-compiled for a CPU of
+    another arch, cached in `cache`), and requirements.txt carries their hashes."""
     model_dir, facts = source.model_dir, source.facts
     metric = profile.budget.quality_metric
     if "retention" in quality and "metric" not in quality:  # a decoder's: say what is judged
@@ -90,7 +94,9 @@ def stage(
         requirements = resolution.lines() if resolution else _requirements(artifact.runtime)
         if wheels and resolution is not None:  # --wheels needs the resolution (cli/build.py)
             steps.note("downloading the target's wheels")
-            requirements = download(resolution, profile, staging / WHEELHOUSE)
+            requirements, resolution = download(
+                resolution, profile, staging / WHEELHOUSE, cache or cache_root(), _say
+            )
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
         golden = figures.pop("golden")
         manifest = Manifest(
@@ -247,6 +253,12 @@ def _installs(runtime: dict) -> str:
             f" Those wheels are in {WHEELHOUSE}/, each hashed in manifest.json and in "
             "requirements.txt: the device installs them without the internet."
         )
+    for b in install.get("prebuilt", []):
+        text += (
+            f" {b['name']} publishes no wheel for the target: {b['wheel']} in {WHEELHOUSE}/ was "
+            f"compiled for it at build time ({b['built_with']}, CMAKE_ARGS "
+            f'"{b["cmake_args"]}"), so the device needs no compiler.'
+        )
     for b in install.get("source_builds", []):
         text += (
             f" {b['name']} publishes no wheels: pip compiles it on the device (a C++ compiler "
@@ -269,3 +281,7 @@ def _gpu_note(plan: dict, target: dict, runtime: dict) -> str:
     accelerator = (target.get("accelerator") or {}).get("name") or "GPU"
     build = gpu_module().GPU_BUILDS.get(runtime["name"], "a GPU build of the runtime")
     return GPU_NOTE.format(accelerator=accelerator, runtime=runtime["name"], build=build)
+
+
+def _say(line: str) -> None:
+    print(line, file=terminal())

@@ -15,17 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
 from ..cache import write_atomic
 from ..device.profiles import Profile
 from ..errors import EdgepackError
+from .crossbuild import CrossBuildError, compiler_name, cross_wheel, needs_cross, toolchain
 
 # the runtime's own packages, pinned to the build host's versions
 RUNTIME_PACKAGES = {
@@ -66,6 +68,9 @@ class Resolution:
     platform: str  # e.g. "linux aarch64, glibc 2.36, CPython 3.11"
     packages: list[dict]  # {"name", "version", "url"}: the wheels pip would install
     source_builds: list[dict] = field(default_factory=list)  # {"name", "version", "cmake_args"}
+    # source builds compiled on the build host for the target (--wheels, crossbuild.py):
+    # {"name", "version", "cmake_args", "wheel", "built_with"}
+    prebuilt: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +118,8 @@ def cmake_args(profile: Profile) -> str:
         return "-DGGML_CUDA=on"
     isa = set(profile.hardware.isa)
     if profile.hardware.arch == "arm64":
-        arch = "armv8.2-a" + "".join(f"+{f}" for f in ("dotprod", "i8mm", "sve") if f in isa)
+        extensions = ("dotprod", "fp16", "i8mm", "sve")
+        arch = "armv8.2-a" + "".join(f"+{f}" for f in extensions if f in isa)
         return f"-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH={arch}"
     flags = {"avx2": "AVX2", "avx512": "AVX512", "avx512_vnni": "AVX512_VNNI"}
     flags |= {"avx_vnni": "AVX_VNNI", "amx": "AMX_INT8"}
@@ -231,26 +237,58 @@ def keep_installable(profile, p, picked, forced, cache, resolutions, say, extra=
     return kept
 
 
-def download(resolution: Resolution, profile: Profile, dest: Path) -> list[str]:
-    """The target's wheels of `resolution` in `dest` (a wheelhouse for an offline device), and
-    the source builds' sdists with their build requirements; returns requirements.txt's lines,
-    each wheel pinned with its sha256 (pip's --require-hashes)."""
+def download(
+    resolution: Resolution, profile: Profile, dest: Path, cache: Path, say=print
+) -> tuple[list[str], Resolution]:
+    """The target's wheels of `resolution` in `dest` (a wheelhouse for an offline device).
+
+    A source build for a CPU of another arch is compiled here with the cross toolchain
+    (crossbuild.py) and its wheel joins the others; where it cannot be (no toolchain), `say`
+    tells why and the sdist goes in with its build requirements, for the device to compile.
+    Returns requirements.txt's lines, each wheel pinned with its sha256 (pip's
+    --require-hashes), and the resolution with its prebuilt wheels recorded."""
     dest.mkdir(parents=True, exist_ok=True)
     names = [f"{p['name']}=={p['version']}" for p in resolution.packages]
     _pip(profile, ["download", "--no-deps", "-d", str(dest), *_target_options(profile), *names])
+    remaining, prebuilt = [], []
     for build in resolution.source_builds:
+        wheel = _prebuilt(build, profile, cache, say) if needs_cross(profile) else None
+        if wheel is not None:
+            shutil.copy2(wheel, dest / wheel.name)
+            prebuilt.append({**build, "wheel": wheel.name, "built_with": compiler_name(profile)})
+            continue
+        remaining.append(build)
         sdist = f"{build['name']}=={build['version']}"
         _pip(profile, ["download", "--no-deps", "--no-binary", ":all:", "-d", str(dest), sdist])
         _pip(profile, ["download", "-d", str(dest), *_target_options(profile), *BUILD_REQUIREMENTS])
     files = {_dist_key(f.name): f for f in dest.iterdir()}
     lines = []
-    for p in resolution.packages:
+    for p in [*resolution.packages, *prebuilt]:
         path = files.get((_normal(p["name"]), p["version"]))
         if path is None:
             raise InstallError(f"pip download left no wheel of {p['name']}=={p['version']}")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         lines.append(f"{p['name']}=={p['version']} --hash=sha256:{digest}")
-    return lines
+    return lines, replace(resolution, source_builds=remaining, prebuilt=prebuilt)
+
+
+def _prebuilt(build: dict, profile: Profile, cache: Path, say) -> Path | None:
+    """The target's wheel of a source build, cross-compiled here (cached), or None with a line
+    said where this host cannot make it."""
+    sdists = cache / "sdists"
+    sdist = next(iter(sdists.glob(f"{_normal(build['name'])}-{build['version']}.tar.gz")), None)
+    try:
+        tools = toolchain(profile)
+        if isinstance(tools, str):
+            raise CrossBuildError(tools)
+        if sdist is None:
+            spec = [f"{build['name']}=={build['version']}", "-d", str(sdists)]
+            _pip(profile, ["download", "--no-deps", "--no-binary", ":all:", *spec])
+            sdist = next(sdists.glob(f"{_normal(build['name'])}-{build['version']}.tar.gz"))
+        return cross_wheel(build, profile, cache, sdist, say)
+    except CrossBuildError as exc:
+        say(f"{profile.name}: {exc}; the bundle states {build['name']}'s build on the device")
+        return None
 
 
 def _pip(profile: Profile, args: list[str]) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from ..device.profiles import Profile
 from ..errors import VerificationError
 from .publish import clean_leftovers
+from .run_check import run_bundle_check
 from .unpack import unpack
 
 
@@ -21,12 +20,17 @@ def verify(
     profile: Profile | None = None,
     keep: bool = False,
     check_args: list[str] | None = None,
+    emulate: str | bool = False,
+    cache: Path | None = None,
+    say=print,
 ) -> dict:
     """Run the bundle's check.py (after unpacking a tarball into a fresh directory).
 
     The bundle's directory is first repaired if a build died while publishing there (a retired
     bundle back in place, a finished tarball moved in: see publish.py). The scratch directory is
-    kept with --keep only when it holds a bundle unpacked whole; otherwise it is removed."""
+    kept with --keep only when it holds a bundle unpacked whole; otherwise it is removed.
+    emulate: run the install and the check in an arm64 root under qemu (emulate.py), with the
+    profile's CPU model, or the qemu CPU named by a string."""
     if bundle.parent.is_dir():
         clean_leftovers(bundle.parent)
     if not bundle.exists():
@@ -44,6 +48,15 @@ def verify(
         if not (root / "check.py").is_file():
             raise VerificationError(f"{root} has no check.py: not an edgepack bundle")
         extra = list(check_args or [])
+        if emulate:
+            from ..cache import cache_root
+            from .emulate import emulated_check
+
+            cpu = emulate if isinstance(emulate, str) else None
+            budgets = profile.to_dict() if profile is not None else None
+            report = emulated_check(root, cache or cache_root(), cpu, budgets, extra, say)
+            report["unpacked_to"] = str(root) if keep and unpacked else None
+            return report
         if profile is not None:
             budget_file = scratch / "profile.json"
             budget_file.write_text(json.dumps(profile.to_dict()))
@@ -54,19 +67,3 @@ def verify(
     finally:
         if not (keep and unpacked):
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-def run_bundle_check(bundle: Path, extra: list[str] | None = None) -> dict:
-    """The bundle's own check.py --json in a fresh interpreter: its report and exit code."""
-    proc = subprocess.run(
-        [sys.executable, str(bundle / "check.py"), "--json", *(extra or [])],
-        capture_output=True,
-        text=True,
-    )
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"pass": False, "verdict": "ERROR", "error": f"check.py crashed: {tail}"}
-    report["exit_code"] = proc.returncode
-    return report

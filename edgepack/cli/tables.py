@@ -202,6 +202,16 @@ def check_text(report: dict) -> str:
     return check_module().report_text(report)
 
 
+def emulation_text(emulation: dict) -> str:
+    """How the bundle ran under emulation (edgepack verify --emulate)."""
+    lines = [
+        f"  emulated: qemu {emulation['cpu']} in {emulation['root']}; install "
+        f"{emulation['install_s']:.0f} s from the wheelhouse, check {emulation['check_s']:.0f} s"
+    ]
+    lines += [f"  install: {line}" for line in emulation.get("install_log_tail", [])]
+    return "\n".join(lines)
+
+
 def build_text(results) -> str:
     lines = []
     for r in results:

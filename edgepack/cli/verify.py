@@ -26,14 +26,28 @@ from .options import emit, json_option
     metavar="PUB",
     help="Refuse the bundle unless its signature (model.sig) verifies with this key.",
 )
+@click.option(
+    "--emulate",
+    is_flag=True,
+    help="Install and check an arm64 bundle in an arm64 Debian root under qemu, with the "
+    "profile's CPU model: no compiler, no network; speed is reported, not judged (needs root).",
+)
+@click.option(
+    "--emulate-cpu",
+    metavar="CPU",
+    help="The qemu CPU model for --emulate instead of the profile's (e.g. cortex-a72).",
+)
 @json_option
-def verify(bundle, target, keep, threads, repetitions, allow_cpu, public_key, as_json):
+def verify(
+    bundle, target, keep, threads, repetitions, allow_cpu, public_key, emulate, emulate_cpu,
+    as_json,
+):  # fmt: skip
     """Check a bundle (directory or .tar.gz): integrity, golden outputs, budgets."""
     from pathlib import Path
 
     from ..bundle.verify import verify as run_verify
     from ..device.profiles import load_profile
-    from .tables import check_text
+    from .tables import check_text, emulation_text
 
     profile = load_profile(target) if target else None
     check_args = []
@@ -45,14 +59,21 @@ def verify(bundle, target, keep, threads, repetitions, allow_cpu, public_key, as
         check_args.append("--allow-cpu")
     if public_key:  # check.py verifies it first, in the unpacked directory
         check_args += ["--public-key", str(Path(public_key).resolve())]
-    report = run_verify(Path(bundle), profile, keep=keep, check_args=check_args)
-    refused = public_key and "signature" not in report and report.get("error")
+    if emulate_cpu and not emulate:
+        raise click.UsageError("--emulate-cpu goes with --emulate")
+    emulated = (emulate_cpu or True) if emulate else False
+    say = lambda line: click.echo(line, err=True)  # noqa: E731 - progress on stderr
+    report = run_verify(
+        Path(bundle), profile, keep=keep, check_args=check_args, emulate=emulated, say=say
+    )
     if as_json:
         emit(report)
-    elif refused:  # nothing in the bundle was read: one line, as check.py says it
+    elif report.get("error"):  # the check could not judge the bundle: one line, as it says it
         click.echo(f"error: {report['error']}", err=True)
     else:
         click.echo(check_text(report))
+        if "emulation" in report:
+            click.echo(emulation_text(report["emulation"]))
     code = report.get("exit_code", 2)
     if code:
         sys.exit(code)

@@ -17,7 +17,8 @@ ISA_FLAGS = {  # profile ISA name -> the /proc/cpuinfo flags that show it (any o
     "x86_64": {"sse4_2": ("sse4_2",), "avx2": ("avx2",), "avx512": ("avx512f",),
                "avx512_vnni": ("avx512_vnni",), "avx_vnni": ("avx_vnni",),
                "amx": ("amx_tile", "amx_int8")},
-    "arm64": {"neon": ("asimd", "neon"), "dotprod": ("asimddp",), "i8mm": ("i8mm",),
+    "arm64": {"neon": ("asimd", "neon"), "dotprod": ("asimddp",),
+              "fp16": ("asimdhp", "fphp"), "i8mm": ("i8mm",),
               "sve": ("sve",)},
 }  # fmt: skip
 # ("CPU implementer", "CPU part") of /proc/cpuinfo on arm64 -> core name, as lscpu names them

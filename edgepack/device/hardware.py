@@ -15,6 +15,7 @@ ISA_OPS_PER_CYCLE = {
     "i8mm": (16, 128),
     "sve": (16, 64),
     "dotprod": (16, 64),
+    "fp16": (16, 32),  # half-precision NEON arithmetic: kernels choose by dotprod, not by it
     "neon": (16, 32),
 }
 

@@ -22,7 +22,7 @@ from ..errors import ProfileError
 RUNTIMES = ("llama.cpp", "openvino", "onnxruntime", "onnxruntime-genai")
 ISA_FEATURES = {
     "x86_64": ("sse4_2", "avx2", "avx512", "avx512_vnni", "avx_vnni", "amx"),
-    "arm64": ("neon", "dotprod", "i8mm", "sve"),
+    "arm64": ("neon", "dotprod", "fp16", "i8mm", "sve"),
 }
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]

@@ -44,7 +44,7 @@ def test_platform_tags_cover_every_older_glibc():
 
 def test_cmake_args_follow_the_device_not_this_host():
     assert cmake_args(load_profile("t4")) == "-DGGML_CUDA=on"
-    assert "GGML_CPU_ARM_ARCH=armv8.2-a+dotprod" in cmake_args(load_profile("edge-4gb"))
+    assert "GGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16" in cmake_args(load_profile("edge-4gb"))
     xeon = cmake_args(load_profile("xeon"))
     assert "-DGGML_NATIVE=OFF" in xeon and "-DGGML_AMX_INT8=ON" in xeon
 

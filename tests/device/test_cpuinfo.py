@@ -107,9 +107,9 @@ CPUS = [
         "arm64",
         RASPBERRY_PI_5,
         "4x Cortex-A76 (Raspberry Pi 5 Model B Rev 1.0)",
-        ("neon", "dotprod"),
+        ("neon", "dotprod", "fp16"),
     ),
-    ("graviton3", "arm64", GRAVITON3, "1x Neoverse-V1", ("neon", "dotprod", "i8mm", "sve")),
+    ("graviton3", "arm64", GRAVITON3, "1x Neoverse-V1", ("neon", "dotprod", "fp16", "i8mm", "sve")),
 ]
 
 
