@@ -12,16 +12,18 @@ an instruction the emulated core lacks dies of SIGILL, which check.py names in o
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from .emulate_cpu import cpuinfo
 from .emulate_root import (
     EmulationError,
     ensure_binfmt,
     ensure_root,
+    in_root,
     qemu_cpu,
     qemu_cpus,
     require_root,
@@ -34,8 +36,6 @@ INSTALL = (
     "python3 -m venv venv && venv/bin/pip install --no-index --find-links wheelhouse "
     "--require-hashes --disable-pip-version-check --progress-bar off -r requirements.txt"
 )
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TIMEOUT_S = 3600
 
 
 def emulated_check(
@@ -73,13 +73,17 @@ def emulated_check(
     inner = f"/tmp/{work.name}/bundle"
     try:
         shutil.copytree(bundle, work / "bundle", symlinks=True)
+        # the device's /proc/cpuinfo, not this host's: runtimes read it (onnxruntime's cpuinfo
+        # crashes on an x86 one under an aarch64 process)
+        device_cpuinfo = work / "cpuinfo"
+        device_cpuinfo.write_text(cpuinfo(root, cpu, os.cpu_count() or 1))
         args = list(check_args or [])
         if profile is not None:
             (work / "profile.json").write_text(json.dumps(profile))
             args += ["--profile", f"/tmp/{work.name}/profile.json"]
         say(f"installing the bundle in the emulated {suite} root ({cpu}), offline")
         started = time.monotonic()
-        proc = _in_root(root, cpu, f"cd {inner} && {INSTALL}")
+        proc = in_root(root, cpu, f"cd {inner} && {INSTALL}", device_cpuinfo)
         install_s = time.monotonic() - started
         log = (proc.stdout + proc.stderr).strip().splitlines()
         if proc.returncode != 0:
@@ -89,7 +93,7 @@ def emulated_check(
         started = time.monotonic()
         check = f"cd {inner} && venv/bin/python check.py --json --emulated 'qemu {cpu}'"
         check += "".join(f" '{a}'" for a in ["--repetitions", "1", *args])
-        proc = _in_root(root, cpu, check)
+        proc = in_root(root, cpu, check, device_cpuinfo)
         report = check_report(proc)
         report["emulation"] = {
             "cpu": cpu,
@@ -101,18 +105,3 @@ def emulated_check(
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _in_root(root: Path, cpu: str, script: str) -> subprocess.CompletedProcess:
-    """`script` by /bin/sh inside `root`, in namespaces of its own: no network, and /proc,
-    /sys and /dev mounted for it alone."""
-    mounts = (
-        f'mount -t proc proc "{root}/proc" && mount --rbind /sys "{root}/sys" && '
-        f'mount --rbind /dev "{root}/dev" && exec chroot "{root}" /bin/sh -c "$0"'
-    )
-    env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "QEMU_CPU": cpu}
-    cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "/bin/sh", "-c", mounts, script]
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise EmulationError(f"the emulated run passed {TIMEOUT_S} s: {script[:80]}") from None

@@ -28,6 +28,8 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_ENTRY = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # Debian's qemu-user-static
 DEBIAN_PACKAGES = "qemu-user-static mmdebstrap arch-test"
 READY = ".edgepack-ready"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TIMEOUT_S = 3600
 
 
 class EmulationError(EdgepackError):
@@ -133,3 +135,23 @@ def ensure_root(suite: str, cache: Path, say=print) -> Path:
         partial.rename(root)
         (root / READY).write_text(suite + "\n")
         return root
+
+
+def in_root(
+    root: Path, cpu: str, script: str, cpuinfo: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`script` by /bin/sh inside `root` on qemu's `cpu`, in namespaces of its own: no network,
+    /proc, /sys and /dev mounted for it alone, and `cpuinfo` (the device's) as /proc/cpuinfo."""
+    mounts = f'mount -t proc proc "{root}/proc"'
+    if cpuinfo is not None:
+        mounts += f' && mount --bind "{cpuinfo}" "{root}/proc/cpuinfo"'
+    mounts += (
+        f' && mount --rbind /sys "{root}/sys" && mount --rbind /dev "{root}/dev"'
+        f' && exec chroot "{root}" /bin/sh -c "$0"'
+    )
+    env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "QEMU_CPU": cpu}
+    cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "/bin/sh", "-c", mounts, script]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise EmulationError(f"the emulated run passed {TIMEOUT_S} s: {script[:80]}") from None

@@ -256,7 +256,8 @@ def test_broken_bundles_are_errors_before_loading(bundles, tmp_path, tamper, nam
     report = json.loads(result.stdout)
     assert named in report["error"]
     verify = run_cli("verify", str(root))
-    assert verify.returncode == 2 and named in verify.stderr and len(verify.stderr.splitlines()) == 1
+    assert verify.returncode == 2 and named in verify.stderr
+    assert len(verify.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("fmt", [v[0] for v in VARIANTS])
