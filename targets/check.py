@@ -286,7 +286,8 @@ def report_text(result: dict) -> str:
     if m.get("planned_device") == "gpu" and m.get("device") != "gpu":
         lines.append("  NOTE: planned for a GPU, measured on this host's CPU (--allow-cpu)")
     if result.get("emulated"):
-        lines.append(f"  NOTE: run under emulation ({result['emulated']}): speed not judged")
+        note = "speed not judged; peak memory includes the emulator's own (an upper bound)"
+        lines.append(f"  NOTE: run under emulation ({result['emulated']}): {note}")
     lines.append(
         f"  load {m['load_s']:.2f} s; first token p95 {fmt(m['first_token_ms_p95'])} ms; "
         f"decode p95 {fmt(m['decode_tokens_per_s_p95'])} tok/s; {m.get('threads')} threads"

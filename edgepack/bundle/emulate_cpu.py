@@ -4,13 +4,15 @@ qemu-user passes the host's /proc/cpuinfo through (an x86 one), which no arm64 b
 runtimes that parse it to pick their kernels misread it (onnxruntime's cpuinfo library crashes
 on it). The device's is written instead: the features are the hwcaps qemu gives the process for
 the emulated core (read from /proc/self/auxv inside the root, named as Linux names them), the
-implementer and part those of that core, one block per processor this host runs.
+implementer and part those of that core (the table --detect reads), one block per processor
+this host runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..device.cpuinfo import ARM_PARTS
 from .emulate_root import EmulationError, in_root
 
 # Linux's names of the AT_HWCAP and AT_HWCAP2 bits on arm64 (uapi asm/hwcap.h), bit by bit
@@ -22,19 +24,6 @@ HWCAP2 = (
     "dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm "
     "svef64mm svebf16 i8mm bf16 dgh rng bti mte"
 ).split()
-# (implementer, variant, part, revision) of the main register of each core qemu emulates
-MIDR = {
-    "cortex-a35": (0x41, 0x0, 0xD04, 1),
-    "cortex-a53": (0x41, 0x0, 0xD03, 4),
-    "cortex-a55": (0x41, 0x1, 0xD05, 0),
-    "cortex-a57": (0x41, 0x1, 0xD07, 1),
-    "cortex-a72": (0x41, 0x0, 0xD08, 3),
-    "cortex-a76": (0x41, 0x4, 0xD0B, 1),
-    "neoverse-n1": (0x41, 0x4, 0xD0C, 1),
-    "neoverse-v1": (0x41, 0x1, 0xD40, 1),
-    "neoverse-n2": (0x41, 0x0, 0xD49, 0),
-    "a64fx": (0x46, 0x1, 0x001, 0),
-}
 AUXV = (
     "import struct; d = open('/proc/self/auxv', 'rb').read(); "
     "v = dict(struct.iter_unpack('<QQ', d)); print(v.get(16, 0), v.get(26, 0))"
@@ -55,14 +44,15 @@ def features(root: Path, cpu: str) -> list[str]:
 
 def cpuinfo(root: Path, cpu: str, processors: int) -> str:
     """/proc/cpuinfo as an arm64 Linux kernel writes it for `processors` cores of `cpu`."""
-    implementer, variant, part, revision = MIDR.get(cpu, (0x41, 0x0, 0x000, 0))
+    ids = [key for key, name in ARM_PARTS.items() if name.lower() == cpu]
+    implementer, part = ids[0] if ids else (0x41, 0x000)
     block = (
         "BogoMIPS\t: 108.00\n"
         f"Features\t: {' '.join(features(root, cpu))}\n"
         f"CPU implementer\t: 0x{implementer:02x}\n"
         "CPU architecture: 8\n"
-        f"CPU variant\t: 0x{variant:x}\n"
+        "CPU variant\t: 0x0\n"
         f"CPU part\t: 0x{part:03x}\n"
-        f"CPU revision\t: {revision}\n"
+        "CPU revision\t: 0\n"
     )
     return "\n".join(f"processor\t: {i}\n{block}" for i in range(processors)) + "\n"

@@ -308,7 +308,10 @@ def device_speed(c: dict) -> str:
 
 
 def _num(value, digits: int = 3) -> str:
-    """A float with `digits` decimals below 100 and none above; an int with separators."""
+    """A float with `digits` decimals below 100 and none above; an int with separators; "-" for
+    what was not measured."""
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:,.{digits}f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)

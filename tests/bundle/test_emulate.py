@@ -81,6 +81,22 @@ def test_a_dotprod_build_fails_in_one_line_on_a_core_without_it(gguf_bundle):
     assert "armv8.2-a+dotprod+fp16" in lines[0] and "core dumped" not in r.stderr + r.stdout
 
 
+def test_the_emulated_a76_shows_the_profiles_core_and_isa_to_its_programs():
+    from edgepack.bundle.emulate_cpu import cpuinfo
+    from edgepack.bundle.emulate_root import ensure_root
+    from edgepack.cache import cache_root
+    from edgepack.device.cpuinfo import cpu_model, isa_features, parse_cpuinfo
+    from edgepack.device.profiles import load_profile
+
+    profile = load_profile("edge-4gb")
+    text = cpuinfo(ensure_root("bookworm", cache_root()), "cortex-a76", 2)
+    processors, extra = parse_cpuinfo(text)  # as `edgepack profile --detect` reads a board
+    assert cpu_model("arm64", processors, extra) == "2x Cortex-A76"
+    assert set(isa_features("arm64", processors[0]["Features"])) == set(profile.hardware.isa)
+    a72 = parse_cpuinfo(cpuinfo(ensure_root("bookworm", cache_root()), "cortex-a72", 1))[0]
+    assert isa_features("arm64", a72[0]["Features"]) == ("neon",)  # no dotprod, no fp16
+
+
 def test_an_onnx_bundle_passes_on_an_emulated_a76(tmp_path):
     bundle = _build(tmp_path, "onnx", "int8")
     manifest = json.loads((bundle / "manifest.json").read_text())
