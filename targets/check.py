@@ -277,7 +277,7 @@ def report_text(result: dict) -> str:
     if "error" in result:
         return "\n".join(lines + [f"ERROR: {result['error']}"])
     for c in result["checks"]:
-        mark = "ok  " if c["pass"] else "FAIL" if c.get("judged", True) else "-   "
+        mark = "-   " if not c.get("judged", True) else "ok  " if c["pass"] else "FAIL"
         lines.append(
             f"  {mark} {c['name']:<28} {fmt(c['measured']):>14}  budget {fmt(c['budget'])}"
             f"  {c['unit']}"

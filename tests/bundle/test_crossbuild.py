@@ -86,3 +86,18 @@ def test_speed_is_reported_not_judged_under_emulation():
         assert rows[name]["judged"] is False
         assert "not judged under emulation (qemu cortex-a76)" in rows[name]["unit"]
     assert rows["memory"].get("judged", True) and not rows["memory"]["pass"]  # still judged
+
+
+def test_a_speed_not_judged_is_marked_so_even_where_it_meets_its_budget():
+    budget = {"memory_gb": 3, "disk_gb": 8, "first_token_ms": 100, "decode_tokens_per_s": 5,
+              "min_quality": 0.85}  # fmt: skip
+    measured = {"peak_rss_bytes": 1e9, "first_token_ms_p50": 9000.0, "first_token_ms_p95": 9e3,
+                "decode_tokens_per_s_p50": 6.2, "decode_tokens_per_s_p95": 6.0, "load_s": 1.0,
+                "golden": []}  # fmt: skip
+    checks = check.judge({}, budget, measured, 1, "qemu cortex-a76")
+    host = {"cpu": "aarch64", "cores": 2, "ram_bytes": 1, "os": "Linux"}
+    result = {"verdict": "PASS", "bundle": "b", "checks": checks, "measured": measured,
+              "host": host, "runtime": "onnxruntime", "emulated": "qemu cortex-a76"}  # fmt: skip
+    marks = {ln.split()[1]: ln.split()[0] for ln in check.report_text(result).splitlines()[1:5]}
+    speed = {"first_token_ms": "-", "decode_tokens_per_s": "-"}  # unjudged, though 6.2 >= 5
+    assert marks == {"memory": "ok", "disk": "ok", **speed}

@@ -4,8 +4,9 @@ The default model built for edge-4gb with --wheels: llama-cpp-python cross-compi
 Cortex-A76 into the wheelhouse, the bundle installed in an arm64 Debian bookworm root with no
 compiler and no network, and its check passed through the NEON kernels (golden outputs kept,
 memory judged, speed reported). The same bundle on an emulated Cortex-A72, which lacks the
-dot-product instructions it was built for, fails in one line. An ONNX bundle does the same with
-onnxruntime's own aarch64 wheel.
+dot-product instructions it was built for, fails in one line. An onnx-genai int4 bundle does the
+same with onnxruntime-genai's and onnxruntime's own aarch64 wheels (onnxruntime reads the
+emulated device's /proc/cpuinfo: the host's x86 one crashed it).
 
 The root and the cross-built wheel stay in the user's cache (tests/conftest.py, MACHINE_CACHES):
 only a fresh machine makes them (about 4 and 4 minutes on 2 cores). `make test` runs this file
@@ -97,11 +98,12 @@ def test_the_emulated_a76_shows_the_profiles_core_and_isa_to_its_programs():
     assert isa_features("arm64", a72[0]["Features"]) == ("neon",)  # no dotprod, no fp16
 
 
-def test_an_onnx_bundle_passes_on_an_emulated_a76(tmp_path):
-    bundle = _build(tmp_path, "onnx", "int8")
+def test_an_onnx_genai_bundle_passes_on_an_emulated_a76(tmp_path):
+    bundle = _build(tmp_path, "onnx-genai", "int4_mixed")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["runtime"]["install"]["prebuilt"] == []  # onnxruntime publishes aarch64
-    _passes_under_emulation(bundle)
+    assert manifest["runtime"]["install"]["prebuilt"] == []  # published aarch64 wheels
+    report = _passes_under_emulation(bundle)
+    assert report["runtime"] == "onnxruntime-genai"
 
 
 def test_an_x86_bundle_is_refused_in_one_line(tmp_path):
