@@ -35,6 +35,11 @@ def terminal():
     return _terminal or sys.stderr
 
 
+def say(line: str) -> None:
+    """One of edgepack's own notes, on the terminal (never stdout, which --json owns)."""
+    print(line, file=terminal())
+
+
 def secondary_process() -> bool:
     """A process other than the first of a multi-process run (torchrun, accelerate launch):
     it works as the others do but stays quiet, so that the terminal reads as one run."""

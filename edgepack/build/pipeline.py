@@ -24,7 +24,7 @@ from ..errors import EdgepackError, QualityError, StudentRequired
 from ..export.base import check_supported
 from ..export.export_cache import export_cached, forget
 from ..export.support import inspect_model
-from ..liblog import terminal
+from ..liblog import say, terminal
 from ..measure.calibration_text import calibration_text
 from ..measure.golden import check_chat_template, golden_outputs
 from ..measure.kvcache import kv_cache_effect
@@ -151,9 +151,7 @@ def build(
             p = plan(source.facts, profile)
         picked, forced = select(p, format_name, precision_name, max(1, candidates))
         if resolve_requirements:  # before any export: a runtime the device cannot install
-            picked = keep_installable(
-                profile, p, picked, forced, cache, resolutions, _say, verifier
-            )
+            picked = keep_installable(profile, p, picked, forced, cache, resolutions, say, verifier)
         for c in picked:
             check_supported(source.facts, c.format)
         todo.append((source, profile, p, picked, forced))
@@ -348,10 +346,6 @@ def _task_reference(model_dir, tasks, cache, trust, profiles):
             'or judge perplexity (budget.quality_metric = "perplexity")'
         )
     return ref
-
-
-def _say(line: str) -> None:
-    print(line, file=terminal())
 
 
 def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, context: int):

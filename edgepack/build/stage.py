@@ -21,7 +21,7 @@ from ..bundle.publish import kit_files, staging_dir, write_manifest
 from ..bundle.run_check import run_bundle_check
 from ..cache import cache_root
 from ..export.registry import RUNTIMES
-from ..liblog import terminal
+from ..liblog import say
 from ..model.default import model_name
 from ..model.facts import ModelFacts
 from .selection import Trial
@@ -95,7 +95,7 @@ def stage(
         if wheels and resolution is not None:  # --wheels needs the resolution (cli/build.py)
             steps.note("downloading the target's wheels")
             requirements, resolution = download(
-                resolution, profile, staging / WHEELHOUSE, cache or cache_root(), _say
+                resolution, profile, staging / WHEELHOUSE, cache or cache_root(), say
             )
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
         golden = figures.pop("golden")
@@ -281,7 +281,3 @@ def _gpu_note(plan: dict, target: dict, runtime: dict) -> str:
     accelerator = (target.get("accelerator") or {}).get("name") or "GPU"
     build = gpu_module().GPU_BUILDS.get(runtime["name"], "a GPU build of the runtime")
     return GPU_NOTE.format(accelerator=accelerator, runtime=runtime["name"], build=build)
-
-
-def _say(line: str) -> None:
-    print(line, file=terminal())

@@ -30,6 +30,7 @@ from pathlib import Path
 from ..cache import locked
 from ..device.profiles import Profile
 from ..errors import EdgepackError
+from ..liblog import say
 
 GNU_TRIPLET = {"arm64": "aarch64-linux-gnu"}
 HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
@@ -68,7 +69,7 @@ def toolchain(profile: Profile) -> tuple[str, str] | str:
     return cc, cxx
 
 
-def cross_wheel(build: dict, profile: Profile, cache: Path, sdist: Path, say=print) -> Path:
+def cross_wheel(build: dict, profile: Profile, cache: Path, sdist: Path, say=say) -> Path:
     """The target's wheel of `build` ({"name", "version", "cmake_args"}) from `sdist`, from the
     cache or compiled now (said first: minutes). Raises CrossBuildError where it cannot be
     made."""

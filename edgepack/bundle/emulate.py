@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..liblog import say
 from .emulate_cpu import cpuinfo
 from .emulate_root import (
     EmulationError,
@@ -44,7 +45,7 @@ def emulated_check(
     cpu: str | None = None,
     profile: dict | None = None,
     check_args: list[str] | None = None,
-    say=print,
+    say=say,
 ) -> dict:
     """check.py's report of `bundle` run under emulation, with "emulation": the CPU model, the
     root, the install's seconds and its log's last lines, the check's seconds."""

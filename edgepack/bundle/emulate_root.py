@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..cache import locked
 from ..errors import EdgepackError
+from ..liblog import say
 
 # (glibc, Python) of a profile -> the Debian release that has both
 SUITES = {("2.31", "3.9"): "bullseye", ("2.36", "3.11"): "bookworm", ("2.41", "3.13"): "trixie"}
@@ -108,7 +109,7 @@ def ensure_binfmt() -> None:
         raise EmulationError(f"cannot register qemu-aarch64 with binfmt_misc: {exc}") from None
 
 
-def ensure_root(suite: str, cache: Path, say=print) -> Path:
+def ensure_root(suite: str, cache: Path, say=say) -> Path:
     """The cached arm64 root of `suite`, made now if missing (minutes, once)."""
     root = cache / "emulation" / f"debian-{suite}-arm64"
     with locked(root.with_name(root.name + ".lock")):

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..cache import write_atomic
 from ..device.profiles import Profile
 from ..errors import EdgepackError
+from ..liblog import say
 from .crossbuild import CrossBuildError, compiler_name, cross_wheel, needs_cross, toolchain
 
 # the runtime's own packages, pinned to the build host's versions
@@ -238,7 +239,7 @@ def keep_installable(profile, p, picked, forced, cache, resolutions, say, extra=
 
 
 def download(
-    resolution: Resolution, profile: Profile, dest: Path, cache: Path, say=print
+    resolution: Resolution, profile: Profile, dest: Path, cache: Path, say=say
 ) -> tuple[list[str], Resolution]:
     """The target's wheels of `resolution` in `dest` (a wheelhouse for an offline device).
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..device.profiles import Profile
 from ..errors import VerificationError
+from ..liblog import say
 from .publish import clean_leftovers
 from .run_check import run_bundle_check
 from .unpack import unpack
@@ -22,7 +23,7 @@ def verify(
     check_args: list[str] | None = None,
     emulate: str | bool = False,
     cache: Path | None = None,
-    say=print,
+    say=say,
 ) -> dict:
     """Run the bundle's check.py (after unpacking a tarball into a fresh directory).
 
