@@ -78,9 +78,8 @@ def cross_wheel(build: dict, profile: Profile, cache: Path, sdist: Path, say=say
         raise CrossBuildError(tools)
     cc, cxx = tools
     args = " ".join([CROSS_CMAKE[profile.hardware.arch], build["cmake_args"], TRIM])
-    compiler = subprocess.run([cxx, "-dumpfullversion"], capture_output=True, text=True)
     key = json.dumps([build["name"], build["version"], profile.hardware.arch, args,
-                      profile.platform.glibc, compiler.stdout.strip()])  # fmt: skip
+                      profile.platform.glibc, _version(cxx)])  # fmt: skip
     folder = cache / "wheels" / hashlib.sha256(key.encode()).hexdigest()[:16]
     with locked(folder.with_suffix(".lock")):
         made = sorted(folder.glob("*.whl")) if folder.is_dir() else []
@@ -108,8 +107,12 @@ def compiler_name(profile: Profile) -> str:
     tools = toolchain(profile)
     if isinstance(tools, str):
         return "unknown"
-    out = subprocess.run([tools[1], "-dumpfullversion"], capture_output=True, text=True)
-    return f"{Path(tools[1]).name} {out.stdout.strip()} on the build host"
+    return f"{Path(tools[1]).name} {_version(tools[1])} on the build host"
+
+
+def _version(compiler: str) -> str:
+    out = subprocess.run([compiler, "-dumpfullversion"], capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def _compile(

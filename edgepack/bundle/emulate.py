@@ -26,7 +26,7 @@ from .emulate_root import (
     ensure_root,
     in_root,
     qemu_cpu,
-    qemu_cpus,
+    require_cpu,
     require_root,
     require_tools,
     suite_for,
@@ -64,9 +64,7 @@ def emulated_check(
         )
     require_root("--emulate")
     require_tools("unshare", "chroot")
-    if cpu is not None and cpu not in qemu_cpus():
-        raise EmulationError(f"qemu has no CPU {cpu!r}; it has {', '.join(qemu_cpus())}")
-    cpu = cpu or qemu_cpu(target["hardware"]["cpu"])
+    cpu = require_cpu(cpu) if cpu else qemu_cpu(target["hardware"]["cpu"])
     suite = suite_for(target["platform"]["glibc"], target["platform"]["python"])
     ensure_binfmt()
     root = ensure_root(suite, cache, say)

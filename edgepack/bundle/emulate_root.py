@@ -51,20 +51,21 @@ def suite_for(glibc: str, python: str) -> str:
 def qemu_cpu(cpu: str) -> str:
     """qemu's name for the profile's core ("4x Cortex-A76 @ 2.4 GHz" -> "cortex-a76")."""
     found = re.search(r"(Cortex-A\d+|Neoverse-[NV]\d|A64FX)", cpu, re.IGNORECASE)
-    name = found.group(1).lower() if found else None
-    if name is None or name not in qemu_cpus():
-        raise EmulationError(
-            f"qemu has no model of the profile's CPU ({cpu!r}); pass --emulate-cpu with one of "
-            f"{', '.join(qemu_cpus())}"
-        )
-    return name
+    name = found.group(1).lower() if found else ""
+    why = f"qemu has no model of the profile's CPU ({cpu!r}); pass --emulate-cpu"
+    return require_cpu(name, why)
 
 
-def qemu_cpus() -> list[str]:
-    """The CPU models this host's qemu-aarch64 emulates."""
+def require_cpu(name: str, why: str | None = None) -> str:
+    """`name`, a CPU model this host's qemu-aarch64 emulates; else an EmulationError listing
+    them (`why` first)."""
     require_tools(QEMU)
     out = subprocess.run([QEMU, "-cpu", "help"], capture_output=True, text=True).stdout
-    return [w for w in out.split() if w not in ("Available", "CPUs:")]
+    known = [w for w in out.split() if w not in ("Available", "CPUs:")]
+    if name not in known:
+        why = why or f"qemu has no CPU {name!r}; pass --emulate-cpu"
+        raise EmulationError(f"{why} with one of {', '.join(known)}")
+    return name
 
 
 def require_tools(*tools: str) -> None:

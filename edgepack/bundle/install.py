@@ -276,16 +276,14 @@ def download(
 def _prebuilt(build: dict, profile: Profile, cache: Path, say) -> Path | None:
     """The target's wheel of a source build, cross-compiled here (cached), or None with a line
     said where this host cannot make it."""
-    sdists = cache / "sdists"
-    sdist = next(iter(sdists.glob(f"{_normal(build['name'])}-{build['version']}.tar.gz")), None)
+    sdist = cache / "sdists" / f"{_normal(build['name'])}-{build['version']}.tar.gz"
     try:
         tools = toolchain(profile)
         if isinstance(tools, str):
             raise CrossBuildError(tools)
-        if sdist is None:
-            spec = [f"{build['name']}=={build['version']}", "-d", str(sdists)]
+        if not sdist.is_file():
+            spec = [f"{build['name']}=={build['version']}", "-d", str(sdist.parent)]
             _pip(profile, ["download", "--no-deps", "--no-binary", ":all:", *spec])
-            sdist = next(sdists.glob(f"{_normal(build['name'])}-{build['version']}.tar.gz"))
         return cross_wheel(build, profile, cache, sdist, say)
     except CrossBuildError as exc:
         say(f"{profile.name}: {exc}; the bundle states {build['name']}'s build on the device")
