@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
-# `make test` runs the unit tier (no backend) first, then the integration tier.
+# `make test` runs lint, the unit tier (no backend), the integration tier, then the emulation group.
 .PHONY: setup demo test test-unit test-integration test-emulation lint
 
 VENV := .venv
