@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..device.profiles import Profile
 from ..errors import EdgepackError, PlanError
+from ..export.base import is_weight_file, size_figures
 from ..export.registry import FORMATS, resolve
 from ..plan.cost import at_decode
 from ..plan.planner import GB, Candidate, Plan
@@ -48,6 +49,15 @@ class Trial:
     @property
     def disk_bytes(self) -> int:
         return sum(f["bytes"] for f in self.manifest.get("files", []))
+
+    def size(self) -> dict:
+        """The model's weight files: bytes, bits per weight, and how much smaller than fp32."""
+        weights = sum(
+            f["bytes"]
+            for f in self.manifest.get("files", [])
+            if f["path"].startswith("model/") and is_weight_file(f["path"])
+        )
+        return size_figures(weights, self.candidate.predicted.parameters)
 
     @property
     def judged(self) -> dict:
@@ -128,6 +138,7 @@ class Trial:
                 "kl_divergence_mean": q.get("kl_divergence_mean"),
                 "tasks": q.get("tasks"),
                 "disk_bytes": self.disk_bytes,
+                **self.size(),
                 "peak_rss_bytes": m.get("peak_rss_bytes"),
                 "decode_tokens_per_s": m.get("decode_tokens_per_s_p50"),
                 "first_token_ms": m.get("first_token_ms_p50"),

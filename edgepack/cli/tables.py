@@ -221,6 +221,7 @@ def build_text(results) -> str:
         rows = [_candidate_row(c) for c in r.candidates_measured]
         header = [
             "candidate",
+            "size MB (bpw, vs fp32)",
             "quality pred/meas",
             "memory MB pred/meas",
             "tok/s device/here",
@@ -284,11 +285,22 @@ def _candidate_row(c: dict) -> list[str]:
     mem = "-" if m["peak_rss_bytes"] is None else f"{m['peak_rss_bytes'] / 1e6:,.0f}"
     return [
         f"{c['format']} {c['precision']}",
+        size_text(m),
         f"{p['quality']:.3f} / {_num(m['retention'])}",
         f"{p['memory_bytes'] / 1e6:,.0f} / {mem}",
         f"{device_speed(c)} / {_num(m['decode_tokens_per_s'], 1)}",
         verdict,
     ]
+
+
+def size_text(measured: dict) -> str:
+    """The weight files' size, bits per weight and the share saved against fp32."""
+    if not measured.get("weights_bytes"):
+        return "-"
+    return (
+        f"{measured['weights_bytes'] / 1e6:,.1f} ({measured['bits_per_weight']:.2f}, "
+        f"-{measured['smaller_than_fp32']:.1%})"
+    )
 
 
 def device_speed(c: dict) -> str:

@@ -32,6 +32,30 @@ class Artifact:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files())
 
+    def weights_bytes(self) -> int:
+        """The bytes of the model's weight files (what "smaller than fp32" compares)."""
+        return sum(p.stat().st_size for p in self.files() if is_weight_file(p.name))
+
+
+# the files that hold a model's weights and graph in each format; the tokenizer's own IRs and
+# tables are not the model's
+WEIGHT_SUFFIXES = (".gguf", ".bin", ".xml", ".onnx", ".data", ".onnx_data")
+
+
+def is_weight_file(name: str) -> bool:
+    name = Path(name).name
+    return name.endswith(WEIGHT_SUFFIXES) and "tokenizer" not in name
+
+
+def size_figures(weights_bytes: int, parameters: int) -> dict:
+    """Bits per weight and the share saved against the same parameters stored in fp32."""
+    parameters = max(parameters, 1)
+    return {
+        "weights_bytes": weights_bytes,
+        "bits_per_weight": round(8 * weights_bytes / parameters, 3),
+        "smaller_than_fp32": round(1 - weights_bytes / (4 * parameters), 4),
+    }
+
 
 class Exporter(Protocol):
     """A format module: `edgepack.export.<name>` exposes these two functions."""

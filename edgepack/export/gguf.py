@@ -47,10 +47,11 @@ from pathlib import Path
 from ..errors import ExportError, UnsupportedModelError
 from ..measure import calibration_text as cal
 from ..model.facts import ModelFacts
+from . import gguf_allocate, weight_types
 from .base import Artifact, Progress, check_supported
 from .child import last_error, run, version
 from .gguf_check import CONVERTER, check_gguf
-from .registry import FORMATS, Precision
+from .registry import FORMATS, Precision, target_bpw
 
 FORMAT = "gguf"
 RUNTIME = "llama.cpp"
@@ -63,7 +64,17 @@ FTYPES = {
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
     "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
     "q4_k_m_mixed": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1",
+    "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
 }
+# precisions whose token embedding and output head (one matrix when tied) take the blocks' type
+# instead of llama.cpp's default for them (q6_K, q8_0 where rows are not 256 wide): block-32
+# types, which fit any row and need no fallback (FACTS.md, "4-bit methods")
+TABLE_TYPES = {"q4_1": "q5_1", "iq4_nl": "iq4_nl"}
+# a size target's file (edgepack.export.gguf_allocate): every tensor's type by override; the
+# file type names the ladder's most common step
+TARGET_FTYPE = "q4_1"
 # mixed precisions: the ggml type of the first and last block, the token embedding and output
 MIXED_KEEP = {"q4_k_m_mixed": "q8_0"}
 IMATRIX_SAMPLES = 32  # calibration windows of IMATRIX_TOKENS source-tokenizer tokens
@@ -94,7 +105,7 @@ def check(facts: ModelFacts, precision: Precision) -> None:
         raise UnsupportedModelError(f"{facts.architecture} is neither a decoder nor an encoder")
     check_supported(facts, FORMAT)
     names = [p.name for p in FORMATS[FORMAT].precisions]
-    if precision.name not in names:
+    if precision.name not in names and target_bpw(precision.name) is None:
         raise UnsupportedModelError(
             f"format gguf has no precision {precision.name!r}; choose one of {', '.join(names)}"
         )
@@ -167,9 +178,27 @@ def export(
                 }
             if precision.name in MIXED_KEEP:
                 options |= mixed_options(precision.name, facts)
-            details |= quantize(base, target, precision.name, progress, options)
+            if precision.name in TABLE_TYPES:
+                table = TABLE_TYPES[precision.name]
+                options |= {"token_embedding_type": table, "output_tensor_type": table}
+            ftype = precision.name
+            bpw = target_bpw(precision.name)
+            if bpw is not None:
+                plan = gguf_allocate.allocate(
+                    base,
+                    Path(options["imatrix"]) if "imatrix" in options else None,
+                    bpw,
+                    facts.num_parameters,
+                    work,
+                    lambda src, dst, typ, opts: quantize(src, dst, typ, progress, opts),
+                    progress,
+                )
+                options |= {"pure": True, "overrides": gguf_allocate.overrides(plan["types"])}
+                details["size_target"] = {k: v for k, v in plan.items() if k != "types"}
+                ftype = TARGET_FTYPE
+            details |= quantize(base, target, ftype, progress, options)
             details["calibration"] = record
-            if "overrides" in options:
+            if precision.name in MIXED_KEEP:
                 details["mixed"] = {
                     "base_type": "q4_k_m",
                     "kept_type": MIXED_KEEP[precision.name],
@@ -178,6 +207,7 @@ def export(
                 }
         progress("loading the GGUF in llama.cpp and checking its metadata")
         details |= check_gguf(target, model_dir, facts)
+        details |= weight_types.summary(weight_types.gguf_types(target))
         details["file_bytes"] = target.stat().st_size
         shutil.move(str(target), out / MODEL_FILE)
         for name in ("config.json", "generation_config.json"):

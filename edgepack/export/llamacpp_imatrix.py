@@ -19,6 +19,8 @@ import numpy as np
 # passes to the quantizer.
 MAX_DIMS, MAX_SRC, MAX_OP_PARAMS, MAX_NAME = 4, 10, 64, 64  # ggml.h
 GGML_TYPE_F32 = 0
+# the output head's matrix: its own, or the token embedding a tied head reads
+OUTPUT_NAMES = ("output.weight", "token_embd.weight")
 
 
 class Tensor(ctypes.Structure):  # ggml.h struct ggml_tensor
@@ -96,8 +98,10 @@ def main(gguf_path: str, samples_path: str, out_path: str) -> None:
                 return False
             w, x = t.src[0].contents, t.src[1].contents
             name = w.name.decode(errors="replace")
-            if ask:  # as llama-imatrix: block weights, F32 inputs, batches of 16+ rows
-                return name.startswith("blk.") and x.type == GGML_TYPE_F32 and x.ne[1] >= 16
+            if ask:  # as llama-imatrix --process-output: block weights and the output head
+                # (token_embd.weight when tied), F32 inputs, batches of 16+ rows
+                wanted = name.startswith("blk.") or name in OUTPUT_NAMES
+                return wanted and x.type == GGML_TYPE_F32 and x.ne[1] >= 16
             x_addr = ctypes.addressof(x)
             if not layout_ok(x_addr, x):
                 state["error"] = "ggml_tensor layout differs for " + name

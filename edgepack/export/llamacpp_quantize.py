@@ -1,7 +1,7 @@
 """Run in its own process by edgepack.export.gguf: llama.cpp's quantizer on one GGUF.
 
 Arguments: SRC DST FTYPE OPTIONS_JSON (token_embedding_type, output_tensor_type, overrides
-[[regex, ggml type]], imatrix (.npz), kv [[key, value]]). A second quantization in one process
+[[regex, ggml type]], imatrix (.npz), kv [[key, value]], pure). A second quantization in one process
 has aborted: one process per call.
 """
 
@@ -19,6 +19,7 @@ def main(argv: list[str]) -> int:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype)
     keep = []  # everything the C structs point to stays alive until the quantizer returns
+    params.pure = bool(options.get("pure"))  # every tensor in the ftype's type, no mixture
     for field in ("token_embedding_type", "output_tensor_type"):
         if options.get(field):
             setattr(params, field, getattr(llama_cpp, "GGML_TYPE_" + options[field].upper()))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..model.facts import ModelFacts
+from . import weight_types
 from .base import Artifact, Progress, check_supported
 from .child import last_error, run, version
 from .registry import Precision
@@ -40,7 +41,10 @@ OPTIONS = {
     "int8": ("int8", ["shared_embeddings=false"]),
     "int4": ("int4", []),
     "int4_mixed": ("int4", ["algo_config=k_quant_mixed"]),
+    "int4_kq": ("int4", ["algo_config=k_quant", "block_size=64"]),
 }
+# precisions whose tied embedding reads the head's quantized matrix (GatherBlockQuantized)
+SHARED = frozenset({"int4_kq"})
 SIDE_FILES = ("config.json", "generation_config.json")
 BUILD_TIMEOUT_S = 3 * 3600
 
@@ -63,6 +67,8 @@ def export(
     check(facts, precision)
     model_dir, out = Path(model_dir), Path(out)
     kind, extra = OPTIONS[precision.name]
+    if precision.name in SHARED and facts.tie_word_embeddings:
+        extra = [*extra, "shared_embeddings=true"]
     progress(f"building the {precision.name} ONNX model with onnxruntime-genai's model builder")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".edgepack-genai-") as cache:
@@ -85,6 +91,7 @@ def export(
         "builder_options": extra,
         "execution_provider": "cpu",
         "operators": _operators(out / "model.onnx"),
+        **weight_types.summary(weight_types.onnx_types(out / "model.onnx")),
         "build_s": round(time.perf_counter() - start, 2),
     }
     return Artifact(FORMAT, precision.name, RUNTIME, out, facts.kind, details)

@@ -34,6 +34,7 @@ from pathlib import Path
 from ..errors import ExportError, UnsupportedModelError
 from ..measure import calibration_text as cal
 from ..model.facts import ModelFacts
+from . import weight_types
 from .base import Artifact, Progress, check_supported
 from .registry import FORMATS, Precision
 
@@ -58,7 +59,17 @@ _MODES = {
     "int4": ("int4_asym", 4, False),
     "int4_sym": ("int4_sym", 4, True),
     "int4_mixed": ("int4_asym", 4, False),
+    "int4_all": ("int4_asym", 4, False),
+    "int4_all_mixed": ("int4_asym", 4, False),
 }
+# 4-bit precisions that compress every layer (NNCF's all_layers: the token embedding and the
+# output head too, a tied pair once) and the share of their weights in int4 (the rest int8)
+ALL_LAYERS = {"int4_all": 1.0, "int4_all_mixed": MIXED_RATIO}
+# with a calibration text: what NNCF adds to AWQ and scale estimation (GPTQ or LoRA correction,
+# never both), and how int4/int8 are assigned where ratio < 1 (NNCF's default with a dataset is
+# max_activation_variance; the Hessian of the layer inputs is stated here)
+DATA_AWARE = {"scale_estimation": True}
+SENSITIVITY = "hessian_input_activation"
 _DECODER_FILES = (
     "openvino_model.xml",
     "openvino_model.bin",
@@ -140,6 +151,8 @@ def export(
     mode, bits, sym = _mode(precision)
     if ratio is None:
         ratio = MIXED_RATIO if precision.name == "int4_mixed" else DEFAULT_RATIO
+        ratio = ALL_LAYERS.get(precision.name, ratio)
+    all_layers = precision.name in ALL_LAYERS
     if bits == 4 and not 0.0 < ratio <= 1.0:
         raise ExportError(f"int4 ratio must be in (0, 1], got {ratio}: pass e.g. ratio=0.8")
     group_size = int4_group_size(*compressed_dims(facts)) if bits == 4 else None
@@ -175,11 +188,14 @@ def export(
                 "dataset": samples,
                 "tokenizer": str(model_dir),
                 "num_samples": len(samples),
-                "scale_estimation": True,
+                **DATA_AWARE,
             }
-            method = "NNCF data-aware AWQ + scale estimation"
+            method = "NNCF data-aware AWQ + " + " + ".join(
+                k.replace("_", " ") for k, v in DATA_AWARE.items() if v
+            )
             if ratio < 1.0:
-                method += ", int4/int8 assignment by hessian_input_activation"
+                data["sensitivity_metric"] = SENSITIVITY
+                method += f", int4/int8 assignment by {SENSITIVITY}"
             calibration_record = {
                 "used": True,
                 **cal.describe(text),
@@ -199,6 +215,7 @@ def export(
             ratio=ratio,
             backup_precision=BACKUP_PRECISION,
             quant_method="awq" if INT4_AWQ else "default",
+            all_layers=all_layers,
             **data,
         )
     ov_config = OVConfig(dtype="fp16") if qconfig is None else OVConfig(quantization_config=qconfig)
@@ -230,6 +247,7 @@ def export(
             what = mode
             if bits == 4:
                 what += f", group {group_size}, ratio {ratio}"
+                what += ", all layers" if all_layers else ""
                 if INT4_AWQ:
                     what += ", data-aware AWQ" if text is not None else ", data-free AWQ"
                 if text is not None:
@@ -275,9 +293,11 @@ def export(
         "group_size": group_size if bits == 4 else (-1 if bits == 8 else None),
         "ratio": ratio if bits == 4 else (1.0 if bits == 8 else None),
         "backup_precision": BACKUP_PRECISION if bits == 4 else None,
+        "all_layers": all_layers,
         "awq": _awq(bits, text),
         "scale_estimation": text is not None if bits == 4 else None,
         "calibration": calibration_record,
+        **weight_types.summary(weight_types.openvino_types(out / "openvino_model.xml")),
         "versions": _versions(),
         **timings,
     }

@@ -13,6 +13,8 @@ Smaller models lose more: the planner scales it by model size until measured val
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 from ..model.config import DECODERS, ENCODERS
@@ -79,6 +81,9 @@ class Format:
         for p in self.precisions:
             if name in (p.name, p.alias):
                 return p
+        match = _TARGET.fullmatch(name)
+        if match and self.name in SIZE_TARGETS:
+            return size_target(self.name, float(match.group(1)))
         return None
 
 
@@ -122,7 +127,8 @@ RUNTIMES = {
 # k-quant rows need 256 columns; llama.cpp falls back to q5_0/q8_0 for narrower rows.
 _Q6K, _Q5K, _Q4K = 6.5625, 5.5, 4.5
 _CAL = {"calibration": "optional"}  # data-aware when a calibration text is given
-_KQ = {"kquant": True, **_CAL}
+_REQ = {"calibration": "required"}  # always data-aware: the built-in text when none is given
+_KQ = {"kquant": True, **_REQ}
 _MIX, _OVMIX = "q4_k_m_mixed", "int4_mixed"  # the mixed-precision rows
 
 FORMATS = {
@@ -142,7 +148,7 @@ FORMATS = {
                 ),
                 # q4_k_m is llama.cpp's own mix of types: the mixed fallback of q4_0
                 Precision(
-                    "q4_0", None, 4, 4.5, 4.5, _Q6K, _Q6K, 0.037, CPU_GPU, **_CAL, mixed="q4_k_m",
+                    "q4_0", None, 4, 4.5, 4.5, _Q6K, _Q6K, 0.037, CPU_GPU, **_REQ, mixed="q4_k_m",
                 ),
                 # q4_k_m with the first and the last block, the embedding and the head at q8_0.
                 # Default model: 107.8 MB vs 105.5; WikiText-2 retention 0.960 vs 0.963 (4096
@@ -151,6 +157,17 @@ FORMATS = {
                 Precision(
                     _MIX, None, 4, 5.15, 8.5, 8.5, 8.5, 0.007, CPU_GPU, **_KQ,
                 ),
+                # block-32 types, which fit rows of any multiple of 32, for every matrix, with
+                # an importance matrix that covers the output head (and so a tied embedding).
+                # q4_1: 4 bits with an fp16 scale and minimum per 32 weights, the embedding and
+                # head in q5_1 (5 bits, 6.0 bpw). iq4_nl: 4 bits on a non-uniform grid with an
+                # fp16 scale, every matrix. Default model, WikiText-2 4096 tokens: q4_1 0.987
+                # (95 % 0.983-0.992) at 5.22 bpw, iq4_nl 0.869 (0.850-0.891) at 4.51 bpw. The
+                # prior of q4_1 is llama.cpp's published LLaMA-7B figure for Q4_1 (+0.1585 ppl,
+                # measured without an importance matrix: cautious); that of iq4_nl is the
+                # default model's loss scaled to 7B as the planner scales (no published one)
+                Precision("q4_1", None, 4, 5.0, 6.0, 6.0, 6.0, 0.027, CPU_GPU, **_REQ),
+                Precision("iq4_nl", None, 4, 4.5, 4.5, 4.5, 4.5, 0.021, CPU_GPU, **_REQ),
             ),
         ),
         Format(
@@ -172,6 +189,12 @@ FORMATS = {
                 # int4 for 80 % of the block weights, the most sensitive 20 % in int8.
                 # Default model: 104.8 MB vs 94.7; WikiText-2 retention 0.863 vs 0.811 (data-free)
                 Precision(_OVMIX, None, 4, 5.1, 8.05, 8.05, 8.05, 0.01, CPU, **_CAL),
+                # every layer in int4 (NNCF's all_layers: the embedding and the head too, a tied
+                # pair once), group 64 where 128 does not divide; data-aware AWQ and scale
+                # estimation on the calibration text (the built-in one by default)
+                Precision("int4_all", None, 4, 4.3, 4.3, 4.3, 4.3, 0.012, CPU, **_REQ),
+                # as int4_all with the most sensitive 20 % of the weights in int8
+                Precision("int4_all_mixed", None, 4, 5.1, 4.3, 4.3, 4.3, 0.006, CPU, **_REQ),
             ),
         ),
         Format(
@@ -217,6 +240,9 @@ FORMATS = {
                 Precision("int4", "int4", 4, 5, 32, 5, 5, 0.03, CPU, mixed="int4_mixed"),
                 # k_quant_mixed: k-quant int4, the head and the most sensitive layers in int8
                 Precision("int4_mixed", None, 4, 6.2, 32, 9, 9, 0.014, CPU),
+                # k-quant int4 for every MatMul and the shared embedding, block 64 (an fp32
+                # scale and a 4-bit zero point per 64 weights)
+                Precision("int4_kq", None, 4, 4.5625, 32, 4.5625, 4.5625, 0.012, CPU),
             ),
         ),
     )
@@ -225,6 +251,50 @@ FORMATS = {
 # measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw); q6_k
 # keeps ffn_down (1536-wide rows) in q6_K: its blocks average 8.0 bpw (106.4 MB in the GGUF)
 KQUANT_FALLBACK_BPW = {"q6_k": 8.0, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
+
+
+# Size targets: a precision named "bpw4.80" is a file of 4.80 bits per weight, its per-tensor
+# types chosen by the export to meet that size at the least measured error
+# (edgepack.export.gguf_allocate). The range each format's types can reach:
+SIZE_TARGETS = {"gguf": (4.6, 8.5)}
+_TARGET = re.compile(r"bpw(\d+(?:\.\d+)?)")
+# the prior loss at 7B against bits per weight, interpolated in log between the rows above:
+# iq4_nl, then llama.cpp's published LLaMA-7B mixes q4_k_m (~4.9 bpw), q5_k_m (5.7), q6_k
+# (6.56) and q8_0 (8.5)
+_TARGET_LOSS = ((4.5, 0.021), (4.9, 0.009), (5.7, 0.0024), (6.56, 0.0007), (8.5, 0.00007))
+
+
+def target_name(bpw: float) -> str:
+    return f"bpw{bpw:.2f}"
+
+
+def target_bpw(name: str) -> float | None:
+    """The bits per weight a size-target precision names; None for any other precision."""
+    match = _TARGET.fullmatch(name)
+    return float(match.group(1)) if match else None
+
+
+def size_target(format_name: str, bpw: float) -> Precision:
+    """The precision of a size target; ValueError where the format cannot reach it."""
+    low, high = SIZE_TARGETS.get(format_name, (None, None))
+    if low is None:
+        raise ValueError(
+            f"format {format_name} takes no size target; give --bits-per-weight with --format "
+            f"{' or '.join(SIZE_TARGETS)}"
+        )
+    if not low <= bpw <= high:
+        raise ValueError(
+            f"a {format_name} size target must be {low}-{high} bits per weight, got {bpw:g}: "
+            "its smallest and largest types"
+        )
+    points = [(b, math.log(loss)) for b, loss in _TARGET_LOSS]
+    i = max(j for j in range(len(points) - 1) if points[j][0] <= bpw or j == 0)
+    (b0, l0), (b1, l1) = points[i], points[i + 1]
+    loss = math.exp(l0 + (l1 - l0) * (bpw - b0) / (b1 - b0))
+    bits = 4 if bpw < 5.5 else (5 if bpw < 6.5 else 8)
+    return Precision(
+        target_name(bpw), None, bits, bpw, bpw, bpw, bpw, round(loss, 6), CPU_GPU, **_REQ
+    )
 
 
 def resolve(format_name: str, precision_name: str) -> tuple[Format, Precision]:
