@@ -23,6 +23,7 @@ from ..device.profiles import Profile
 from ..errors import EdgepackError, QualityError, StudentRequired
 from ..export.base import check_supported
 from ..export.export_cache import export_cached, forget
+from ..export.registry import target_bpw, target_name
 from ..export.support import inspect_model
 from ..liblog import say, terminal
 from ..measure.calibration_text import calibration_text
@@ -125,7 +126,10 @@ def build(
     main = Source(Path(model_dir), facts, teacher_of(model_dir))
     if facts.kind == "decoder":
         check_chat_template(main.model_dir)  # input, before any work
-    plans = [plan(facts, profile) for profile in profiles]
+    target = target_bpw(precision_name or "")  # a size target: the plan adds its candidate
+    if target is not None:
+        precision_name = target_name(target)  # bpw4.8 -> bpw4.80, the candidate's own name
+    plans = [plan(facts, profile, size_target=target) for profile in profiles]
     overridden = bool(format_name or precision_name)
     needing = [  # targets whose plan needs a student
         (profile, p)
@@ -148,7 +152,7 @@ def build(
         source = main
         if profile.name in needs:
             source = students[needs[profile.name]]
-            p = plan(source.facts, profile)
+            p = plan(source.facts, profile, size_target=target)
         picked, forced = select(p, format_name, precision_name, max(1, candidates))
         if resolve_requirements:  # before any export: a runtime the device cannot install
             picked = keep_installable(profile, p, picked, forced, cache, resolutions, say, verifier)

@@ -20,6 +20,13 @@ from .options import emit, json_option, model_facts, model_options
 )
 @click.option("--format", "format_name", help="Override the plan: gguf, openvino or onnx.")
 @click.option("--precision", help="Override the plan: fp16, int8, int4 or a format's own name.")
+@click.option(
+    "--bits-per-weight",
+    type=float,
+    metavar="B",
+    help="A size target: the model file at B bits per weight (gguf: 4.6-8.5), each tensor's "
+    "type chosen by its measured error on the calibration text. Sets --precision bpwB.",
+)
 @click.option("--out", default="bundles", show_default=True, type=click.Path(), help="Where.")
 @click.option("--no-check", is_flag=True, help="Skip running the bundle's check on this host.")
 @click.option(
@@ -92,6 +99,7 @@ def build(
     targets,
     format_name,
     precision,
+    bits_per_weight,
     out,
     no_check,
     no_resolve,
@@ -113,6 +121,17 @@ def build(
     from ..device.profiles import load_profile
     from .tables import build_text
 
+    if bits_per_weight is not None:
+        if precision:
+            raise click.UsageError("give --precision or --bits-per-weight, not both")
+        from ..export.registry import size_target, target_name
+
+        format_name = format_name or "gguf"
+        try:
+            size_target(format_name, bits_per_weight)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        precision = target_name(bits_per_weight)
     if wheels and no_resolve:
         raise click.UsageError("--wheels needs the resolution that --no-resolve skips")
     if sign_key:

@@ -16,7 +16,8 @@ from functools import partial
 
 from ..device.profiles import Profile
 from ..errors import UnsupportedModelError
-from ..export.registry import FORMATS, RUNTIMES, Format, Precision
+from ..export.registry import FORMATS, RUNTIMES, SIZE_TARGETS, Format, Precision
+from ..export.registry import size_target as registry_size_target
 from ..model.facts import ModelFacts
 from .cost import cost
 from .needs import needs
@@ -124,11 +125,13 @@ def plan(
     profile: Profile,
     calibration: dict | None = None,
     training: Training | None = None,
+    size_target: float | None = None,
 ) -> Plan:
     """calibration: {(runtime, precision): (decode factor, prefill factor)} on the fitted
     llama.cpp speed, measured on a host (edgepack.plan.speed_calibration), replacing the
     registry's priors for those rows; training: how the user will train a student
-    (edgepack.plan.student_budget; None: edgepack's CPU heal)."""
+    (edgepack.plan.student_budget; None: edgepack's CPU heal); size_target: bits per weight of
+    a size-target candidate added in each format that takes one (edgepack.export.registry)."""
     evaluate = partial(_evaluate, training=training)
     if not facts.formats:
         reasons = "; ".join(f"{name}: {why}" for name, why in facts.unsupported)
@@ -142,6 +145,11 @@ def plan(
         if fmt.name in facts.formats
         for precision in fmt.precisions
     ]
+    for name in SIZE_TARGETS if size_target is not None else ():  # where a format takes one
+        fmt, precision = FORMATS[name], registry_size_target(name, size_target)
+        for s in students(facts) if name in facts.formats else ():
+            args = (facts, profile, fmt, precision, s.layers, calibration)
+            candidates.append(evaluate(*args, pruned_mlp=s.pruned_mlp))
     candidates += _smaller_kv_caches(facts, profile, candidates, calibration, evaluate)
     candidates += _experts_in_host_ram(facts, profile, candidates, evaluate)
     undistilled = [c for c in candidates if c.feasible and not c.is_student]
