@@ -133,10 +133,20 @@ def test_decoder_export_validates(precision, default_model, exports, references)
         "int4": ("int4_asym", 64, 1.0, "int8_asym"),
         "int4_sym": ("int4_sym", 64, 1.0, "int8_asym"),
         "int4_mixed": ("int4_asym", 64, ov_format.MIXED_RATIO, "int8_asym"),
+        "int4_g32": ("int4_asym", 32, 1.0, "int8_asym"),
+        "int4_all": ("int4_asym", 32, 1.0, "int8_asym"),
     }[precision]
     got = (details["mode"], details["group_size"], details["ratio"], details["backup_precision"])
     assert got == expected
-    assert details["calibration"]["used"] is False  # the registry's default export is data-free
+    spec = OPENVINO.precision(precision)
+    # the registry's default export is data-free, except where the row always calibrates
+    assert details["calibration"]["used"] is (spec.calibration == "required")
+    assert details["all_layers"] is (precision == "int4_all")
+    types = details["weight_type_params"]  # every weight's stored type, read from the IR
+    if precision == "int4_all":  # the tied embedding and head in int4 too: nothing in int8
+        assert set(types) == {"u4/g32"}
+    elif bits == 4:
+        assert types.get("u8", 0) >= inspect_model(default_model).embedding_parameters
 
     runner = load_runner("openvino", artifact.path, threads=2)
     assert runner.kind == "decoder" and runner.version().startswith(details["versions"]["openvino"])
