@@ -245,9 +245,6 @@ FORMATS = {
                 Precision("int4", "int4", 4, 5, 32, 5, 5, 0.03, CPU, mixed="int4_mixed"),
                 # k_quant_mixed: k-quant int4, the head and the most sensitive layers in int8
                 Precision("int4_mixed", None, 4, 6.2, 32, 9, 9, 0.014, CPU),
-                # k-quant int4 for every MatMul and the shared embedding, block 64 (an fp32
-                # scale and a 4-bit zero point per 64 weights)
-                Precision("int4_kq", None, 4, 4.5625, 32, 4.5625, 4.5625, 0.012, CPU),
             ),
         ),
     )
