@@ -174,3 +174,17 @@ def test_build_help_states_the_default_evaluation_size():
 
     result = run_cli("build", "--help")
     assert f"(default: {EVAL_SCORED_TOKENS})" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bits-per-weight", "3"], "a gguf size target must be 4.6-8.5 bits per weight"),
+        (["--bits-per-weight", "5", "--format", "onnx"], "format onnx takes no size target"),
+        (["--bits-per-weight", "5", "--precision", "q8_0"], "not both"),
+    ],
+)
+def test_a_size_target_out_of_reach_is_refused_before_any_work(tmp_path, args, message):
+    result = run_cli("build", "--target", "edge-4gb", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
