@@ -23,7 +23,7 @@ from ..device.profiles import Profile
 from ..errors import EdgepackError, QualityError, StudentRequired
 from ..export.base import check_supported
 from ..export.export_cache import export_cached, forget
-from ..export.registry import target_bpw, target_name
+from ..export.registry import size_target, target_bpw, target_name
 from ..export.support import inspect_model
 from ..liblog import say, terminal
 from ..measure.calibration_text import calibration_text
@@ -128,6 +128,10 @@ def build(
         check_chat_template(main.model_dir)  # input, before any work
     target = target_bpw(precision_name or "")  # a size target: the plan adds its candidate
     if target is not None:
+        try:  # one the format cannot reach is refused before any work
+            size_target(format_name or "gguf", target)
+        except ValueError as exc:
+            raise EdgepackError(str(exc)) from None
         precision_name = target_name(target)  # bpw4.8 -> bpw4.80, the candidate's own name
     plans = [plan(facts, profile, size_target=target) for profile in profiles]
     overridden = bool(format_name or precision_name)

@@ -182,6 +182,7 @@ def test_build_help_states_the_default_evaluation_size():
         (["--bits-per-weight", "3"], "a gguf size target must be 4.6-8.5 bits per weight"),
         (["--bits-per-weight", "5", "--format", "onnx"], "format onnx takes no size target"),
         (["--bits-per-weight", "5", "--precision", "q8_0"], "not both"),
+        (["--precision", "bpw3"], "a gguf size target must be 4.6-8.5 bits per weight"),
     ],
 )
 def test_a_size_target_out_of_reach_is_refused_before_any_work(tmp_path, args, message):
