@@ -165,9 +165,10 @@ FORMATS = {
                 # (95 % 0.983-0.992) at 5.22 bpw, iq4_nl 0.869 (0.850-0.891) at 4.51 bpw. Their
                 # priors keep the ratio of their measured loss (1/retention - 1) to q5_k_m's,
                 # measured the same way (0.991: loss 0.0088), on q5_k_m's published 0.0024:
-                # q4_1 1.5x, iq4_nl 17x, the worse of the default model and Gemma-3-270M
-                # (tools/quant_table.py). The same ratio gives q4_k_m 0.0087 against its
-                # published 0.009. llama.cpp's own LLaMA-7B figure for Q4_1, +0.1585 ppl
+                # q4_1 1.5x, iq4_nl 17x (tools/quant_table.py). The same ratio gives q4_k_m
+                # 0.0087 against its published 0.009. Gemma-3-270M: q4_1 0.986, iq4_nl 0.849
+                # (a larger loss, which its q5_k_m, at 1.000, cannot scale; iq4_nl's prior
+                # predicts 0.83 there). llama.cpp's own LLaMA-7B figure for Q4_1, +0.1585 ppl
                 # (0.027), was measured without an importance matrix
                 Precision("q4_1", None, 4, 5.0, 6.0, 6.0, 6.0, 0.0036, CPU_GPU, **_REQ),
                 Precision("iq4_nl", None, 4, 4.5, 4.5, 4.5, 4.5, 0.041, CPU_GPU, **_REQ),
