@@ -162,7 +162,7 @@ FORMATS = {
                 # q4_1: 4 bits with an fp16 scale and minimum per 32 weights, the embedding and
                 # head in q5_1 (5 bits, 6.0 bpw). iq4_nl: 4 bits on a non-uniform grid with an
                 # fp16 scale, every matrix. Default model, WikiText-2 4096 tokens: q4_1 0.987
-                # (95 % 0.983-0.992) at 5.22 bpw, iq4_nl 0.869 (0.850-0.891) at 4.51 bpw. Their
+                # (95 % 0.983-0.992) at 5.32 bpw, iq4_nl 0.869 (0.850-0.891) at 4.61 bpw. Their
                 # priors keep the ratio of their measured loss (1/retention - 1) to q5_k_m's,
                 # measured the same way (0.991: loss 0.0088), on q5_k_m's published 0.0024:
                 # q4_1 1.5x, iq4_nl 17x (tools/quant_table.py). The same ratio gives q4_k_m

@@ -1,6 +1,7 @@
 """Targets whose plan needs a student: build stops naming the commands, or makes the student.
 
-On a memory budget (0.18 GB) the default model meets only as a student, ranked by quality the
+On a memory budget (0.17 GB; iq4_nl with a q8_0 KV cache takes the whole model to 0.177) the
+default model meets only as a student, ranked by quality the
 plan takes a width student (a quarter of its MLP channels pruned, then healed); ranked by
 size, the smallest: an 8-layer depth student."""
 
@@ -20,7 +21,7 @@ NAME = "SmolLM2-135M-Instruct"
 def tight_profile(tmp_path, name: str, floor: float, objective: str = "quality") -> Path:
     """edge-4gb with a memory budget no more than a student of the default model meets."""
     text = (PROFILES / "edge-4gb.toml").read_text().replace('name = "edge-4gb"', f'name = "{name}"')
-    text = re.sub(r"^memory_gb = [^#\n]*", "memory_gb = 0.18 ", text, flags=re.M)
+    text = re.sub(r"^memory_gb = [^#\n]*", "memory_gb = 0.17 ", text, flags=re.M)
     text = re.sub(r'^objective = "[a-z]*"', f'objective = "{objective}"', text, flags=re.M)
     text = re.sub(r"^min_quality = [^#\n]*", f"min_quality = {floor} ", text, flags=re.M)
     path = tmp_path / f"{name}.toml"
@@ -57,7 +58,7 @@ def test_plan_needing_a_student_stops_with_the_commands_that_make_it(tmp_path, d
         "build", "--target", str(tight_profile(tmp_path, "x", 0.85)), "--out", str(out)
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "fits, but its quality prior 0.47" in result.stderr
+    assert "fits, but its quality prior 0.46" in result.stderr
     assert not out.exists()
 
 
