@@ -1,9 +1,9 @@
 """Targets whose plan needs a student: build stops naming the commands, or makes the student.
 
 On a memory budget (0.17 GB; iq4_nl with a q8_0 KV cache takes the whole model to 0.177) the
-default model meets only as a student, ranked by quality the
-plan takes a width student (a quarter of its MLP channels pruned, then healed); ranked by
-size, the smallest: an 8-layer depth student."""
+default model meets only as a student, ranked by quality the plan takes a width student (a
+quarter of its MLP channels pruned, then healed); ranked by size, the smallest: an 8-layer
+depth student."""
 
 import json
 import re
