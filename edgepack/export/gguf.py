@@ -17,7 +17,7 @@
    perplexity, with one 0.991). llama-cpp-python
    ships no `llama-imatrix` tool, so edgepack collects it as that tool does (its `collect_imatrix`):
    the f16 GGUF runs the calibration samples in llama.cpp with an eval callback (`cb_eval`) that
-   reads the F32 input of every MUL_MAT whose weight is a `blk.*` tensor. The callback reads
+   reads the F32 input of every MUL_MAT whose weight is a `blk.*` tensor or the head. It reads
    ggml_tensor fields through a ctypes mirror of ggml.h's struct, which is checked against
    ggml's own accessors (ggml_get_name, ggml_get_data, ggml_nelements, ggml_tensor_overhead)
    before any value is used: a different ggml layout fails the export instead of collecting
