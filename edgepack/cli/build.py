@@ -121,16 +121,11 @@ def build(
     from ..device.profiles import load_profile
     from .tables import build_text
 
-    if bits_per_weight is not None:
+    if bits_per_weight is not None:  # the build refuses a target its format cannot reach
         if precision:
             raise click.UsageError("give --precision or --bits-per-weight, not both")
-        from ..export.registry import size_target, target_name
+        from ..export.registry import target_name
 
-        format_name = format_name or "gguf"
-        try:
-            size_target(format_name, bits_per_weight)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
         precision = target_name(bits_per_weight)
     if wheels and no_resolve:
         raise click.UsageError("--wheels needs the resolution that --no-resolve skips")

@@ -8,7 +8,7 @@ head included) may take one of LADDER's block-32 types, which fit rows of any mu
    error of every column weighted by the importance matrix (the mean squared activation that
    column multiplies), i.e. the expected squared change of the matrix's output on the
    calibration text. A matrix without importance data (the token embedding of an untied model)
-   weighs its columns equally, scaled to the median of the others.
+   weighs its columns equally, at the median of the others' mean importance.
 3. Greedy descent: every tensor starts in the largest type; the step that saves the most bytes
    per unit of added error is taken until the whole file fits `target_bpw` x parameters / 8.
 The chosen type of every tensor reaches the quantizer as an exact-name override.
@@ -45,6 +45,8 @@ def allocate(
     start = time.perf_counter()
     base_tensors = {t.name: t for t in GGUFReader(base).tensors}
     importance = _importance(imatrix)
+    # a matrix without importance data weighs its columns equally, at the median importance
+    unweighted = float(np.median([v.mean() for v in importance.values()])) if importance else 1.0
     sizes: dict[str, dict[str, int]] = {}
     errors: dict[str, dict[str, float]] = {}
     fixed = None
@@ -62,12 +64,13 @@ def allocate(
                 continue  # norms and biases stay f32 in every file
             quantized += int(t.n_bytes)
             sizes.setdefault(t.name, {})[typ] = int(t.n_bytes)
-            errors.setdefault(t.name, {})[typ] = _error(base_tensors[t.name], t, importance)
+            weights = importance.get(t.name)
+            error = _error(base_tensors[t.name], t, weights, unweighted)
+            errors.setdefault(t.name, {})[typ] = error
         if fixed is None:
             fixed = path.stat().st_size - quantized
         del reader
         path.unlink()
-    _fill_unweighted(errors, importance)
     budget = int(target_bpw * parameters / 8) - fixed
     types, total = _descend(sizes, errors, budget)
     achieved = 8 * (total + fixed) / max(parameters, 1)
@@ -94,27 +97,18 @@ def _importance(imatrix: Path | None) -> dict[str, np.ndarray]:
         return {k: np.asarray(data[k], dtype=np.float64) for k in data.files}
 
 
-def _error(base, quantized, importance: dict) -> float:
+def _error(base, quantized, weights: np.ndarray | None, unweighted: float) -> float:
+    """The squared rounding error of every column weighted by its importance; `unweighted`
+    for every column where the matrix has no importance data of its width."""
     from gguf.quants import dequantize
 
     w = dequantize(base.data, base.tensor_type).astype(np.float32)
     q = dequantize(quantized.data, quantized.tensor_type).astype(np.float32)
     cols = w.shape[-1]
     sq = ((w - q).reshape(-1, cols).astype(np.float64) ** 2).sum(0)
-    imp = importance.get(base.name)
-    if imp is None or imp.size != cols:
-        return -float(sq.sum())  # unweighted: rescaled by _fill_unweighted
-    return float((sq * imp).sum())
-
-
-def _fill_unweighted(errors: dict, importance: dict) -> None:
-    """Scale the errors of matrices without importance data (stored negated) by the median
-    importance of the others, so that both speak of output error on the same scale."""
-    scale = float(np.median([v.mean() for v in importance.values()])) if importance else 1.0
-    for per_type in errors.values():
-        for typ, value in per_type.items():
-            if value < 0:
-                per_type[typ] = -value * scale
+    if weights is None or weights.size != cols:
+        return float(sq.sum()) * unweighted
+    return float((sq * weights).sum())
 
 
 def _descend(sizes: dict, errors: dict, budget: int) -> tuple[dict[str, str], int]:

@@ -73,10 +73,8 @@ ALL_LAYERS = frozenset({"int4_all"})
 # the default model, data-aware, group 32 kept 0.908 of WikiText-2 perplexity where group 64
 # kept 0.863 with 20 % of the weights in int8 (int4_mixed); all layers 0.824 against 0.792
 GROUPS = {"int4_g32": (32,), "int4_all": (32,)}
-# with a calibration text: what NNCF adds to AWQ and scale estimation (GPTQ or LoRA correction,
-# never both), and how int4/int8 are assigned where ratio < 1 (NNCF's default with a dataset is
-# max_activation_variance; the Hessian of the layer inputs is stated here)
-DATA_AWARE = {"scale_estimation": True}
+# with a calibration text, how int4/int8 are assigned where ratio < 1 (NNCF's default with a
+# dataset is max_activation_variance; the Hessian of the layer inputs is stated here)
 SENSITIVITY = "hessian_input_activation"
 _DECODER_FILES = (
     "openvino_model.xml",
@@ -197,11 +195,9 @@ def export(
                 "dataset": samples,
                 "tokenizer": str(model_dir),
                 "num_samples": len(samples),
-                **DATA_AWARE,
+                "scale_estimation": True,
             }
-            method = "NNCF data-aware AWQ + " + " + ".join(
-                k.replace("_", " ") for k, v in DATA_AWARE.items() if v
-            )
+            method = "NNCF data-aware AWQ + scale estimation"
             if ratio < 1.0:
                 data["sensitivity_metric"] = SENSITIVITY
                 method += f", int4/int8 assignment by {SENSITIVITY}"

@@ -81,9 +81,9 @@ class Format:
         for p in self.precisions:
             if name in (p.name, p.alias):
                 return p
-        match = _TARGET.fullmatch(name)
-        if match and self.name in SIZE_TARGETS:
-            return size_target(self.name, float(match.group(1)))
+        bpw = target_bpw(name)
+        if bpw is not None and self.name in SIZE_TARGETS:
+            return size_target(self.name, bpw)
         return None
 
 
