@@ -362,7 +362,7 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, 
     artifact = export_cached(
         model_dir, facts, candidate.format, candidate.precision, cache, steps.note, cal_text
     )
-    steps.advance("validating against the fp32 reference")
+    steps.advance("validating against the reference")
     settings = runtime_settings(candidate)
     runner = load_runner(artifact.runtime, artifact.path, **settings)
     try:
@@ -373,6 +373,7 @@ def _export_validate_measure(source: Source, candidate, cache, steps, cal_text, 
     steps.advance("measuring quality in the runtime")
     if source.eval_ref is not None:
         quality = measure_quality(runner, source.eval_ref).to_dict()
+        quality["reference_dtype"] = source.eval_ref.dtype
         if source.teacher is not None:
             quality["judged_against"] = "teacher"
     else:  # encoders: the lowest cosine similarity of sentence embeddings to the reference

@@ -76,6 +76,13 @@ def memory_limit() -> int | None:
     return None
 
 
+def host_memory() -> tuple[int, int | None]:
+    """This machine's RAM and the cgroup limit below it, if any (both in bytes)."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = memory_limit()
+    return ram, limit if limit is not None and limit < ram else None
+
+
 def probe_bandwidth(threads: int, size: int = PROBE_BYTES, repetitions: int = PROBE_REPETITIONS):
     """Read a large array with one thread per core, each summing its own slice (numpy releases
     the GIL while it sums), then with one thread; the best of several repetitions, so a busy
@@ -112,8 +119,7 @@ def detect(out_dir: Path, progress: Callable[[str], None] = lambda msg: None) ->
     """Every fact of this machine that a profile needs; `out_dir` is where the profile goes."""
     allowed, cores, cores_source = allowed_cores()
     cpu = detect_cpu(allowed)
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    limit = memory_limit()
+    ram, limit = host_memory()
     progress(f"CPU: {cores} cores of {cpu.model} @ {cpu.clock_ghz:g} GHz, {ram / GB:.1f} GB RAM")
     size = min(PROBE_BYTES, max(16 * MiB, ram // 16 // MiB * MiB))
     progress(f"memory bandwidth: reading {size // MiB} MiB with {cores} threads")
@@ -128,7 +134,6 @@ def detect(out_dir: Path, progress: Callable[[str], None] = lambda msg: None) ->
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     disk = shutil.disk_usage(existing).free  # the file system the profile is written to
-    limit = limit if limit is not None and limit < ram else None
     where = str(existing)
     return Machine(cpu, cores, cores_source, ram, limit, bandwidth, gpu, gpu_note, disk, where)
 

@@ -113,6 +113,7 @@ class EvalReference:
     perplexity: float
     # (folder, key) where measurements on this reference are cached; None: not cached
     cache: tuple[Path, str] | None = None
+    dtype: str = "float32"  # what the reference model ran in (edgepack.measure.reference_model)
 
     @property
     def scored_tokens(self) -> int:
@@ -133,20 +134,20 @@ def reference_eval(
     k: int = TOP_K,
     m: int = TAIL_SAMPLES,
 ) -> EvalReference:
-    """The fp32 PyTorch reference on the first chunks of the text that hold scored_tokens."""
+    """The PyTorch reference (float32, or bfloat16 for a large model: reference_model) on the
+    first chunks of the text that hold scored_tokens."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .reference import start_ids
+    from .reference_model import dtype_of, load
 
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     encode = lambda s: tok(s, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
     ids = first_tokens(encode, text, tokens_for(scored_tokens))
     begin = start_ids(tok)  # every chunk is a fresh context, as in the kit's runners
     parts = chunks(len(ids))
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
-    ).eval()
+    model = load(model_dir, dtype_of(model_dir), trust_remote_code)
     losses, tops = [], []
     with torch.inference_mode():
         for i, (start, end) in enumerate(parts):
@@ -188,9 +189,11 @@ def cached_reference_eval(
     reference of the same text at a larger size serves a smaller one: its first chunks are the
     smaller one's (chunks are evaluated from an empty context, in the text's order)."""
     from ..cache import content_key as model_key
+    from .reference_model import dtype_of, key_suffix
 
     digest = hashlib.sha256(text.encode()).hexdigest()
-    kind = f"-k{TOP_K}m{TAIL_SAMPLES}-v{EVAL_VERSION}"
+    dtype = dtype_of(model_dir)
+    kind = f"-k{TOP_K}m{TAIL_SAMPLES}-v{EVAL_VERSION}{key_suffix(dtype)}"
     stem, tail = f"{model_key(model_dir)}-eval-{digest[:16]}-s", f"{kind}.npz"
     folder = Path(cache_dir) / "references"
     sizes = [p.name[len(stem) : -len(tail)] for p in folder.glob(f"{stem}*{tail}")]
@@ -209,6 +212,7 @@ def cached_reference_eval(
         np.savez(tmp, ids=np.asarray(ref.ids), chunks=np.asarray(ref.chunks), **arrays)
         tmp.replace(folder / f"{stem}{scored_tokens}{tail}")
     ref.cache = (folder, f"{stem}{scored_tokens}{kind}")
+    ref.dtype = dtype
     return ref
 
 

@@ -1,4 +1,5 @@
-"""The PyTorch fp32 reference that exports are validated against, computed once and cached.
+"""The PyTorch reference that exports are validated against, computed once and cached (in
+float32, or bfloat16 for a large model: edgepack.measure.reference_model).
 
 For a decoder: the source tokenizer's ids of the probe strings, fp32 next-token logits for
 inputs of different lengths, and the reference's top-1 token at every position of a longer text.
@@ -17,6 +18,7 @@ import numpy as np
 from ..cache import content_key, locked, write_atomic
 from ..model.facts import ModelFacts
 from .probes import AGREEMENT_TEXT, ENCODER_SENTENCES, LOGIT_INPUTS, TOKENIZER_PROBES
+from .reference_model import key_suffix, load, reference_dtype
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Reference:
     sentences: list[str]  # encoder
     embeddings: np.ndarray  # encoder: [n, hidden]
     start: list[int] = field(default_factory=list)  # decoder: ids a fresh context begins with
+    dtype: str = "float32"  # what the reference model ran in (edgepack.measure.reference_model)
 
 
 def start_ids(tok) -> list[int]:
@@ -46,43 +49,38 @@ model_key = content_key  # the reference, exports and evaluations are keyed by c
 
 def reference(model_dir: Path, facts: ModelFacts, cache_dir: Path, trust_remote_code=False):
     """The reference for model_dir, from cache_dir when it was computed before."""
-    path = Path(cache_dir) / "references" / f"{model_key(model_dir)}.npz"
+    dtype = reference_dtype(facts.num_parameters)
+    path = Path(cache_dir) / "references" / f"{model_key(model_dir)}{key_suffix(dtype)}.npz"
     # builds running side by side compute it once: the others wait, then read it
     with locked(path.with_suffix(".lock")):
         if path.exists():
             ref = _load(path)
             if ref is not None:
                 return ref
-        ref = _compute(Path(model_dir), facts, trust_remote_code)
+        ref = _compute(Path(model_dir), facts, trust_remote_code, dtype)
         data = io.BytesIO()
         _save(ref, data)
         write_atomic(path, data.getvalue())
     return ref
 
 
-def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Reference:
+def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool, dtype: str):
     import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     probes = {t: tok(t, add_special_tokens=False)["input_ids"] for t in TOKENIZER_PROBES}
     empty = np.zeros((0,), dtype=np.float32)
     with torch.inference_mode():
         if facts.kind == "encoder":
-            model = AutoModel.from_pretrained(
-                model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
-            ).eval()
+            model = load(model_dir, dtype, trust_remote_code, encoder=True)
             batch = tok(list(ENCODER_SENTENCES), padding=True, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
+            hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             emb = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
-            return Reference(probes, [], [], [], empty, empty, list(ENCODER_SENTENCES), emb)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir,
-            dtype=torch.float32,
-            attn_implementation="eager",
-            trust_remote_code=trust_remote_code,
-        ).eval()
+            sentences = list(ENCODER_SENTENCES)
+            return Reference(probes, [], [], [], empty, empty, sentences, emb, [], dtype)
+        model = load(model_dir, dtype, trust_remote_code, attn_implementation="eager")
 
         start = start_ids(tok)
 
@@ -104,6 +102,7 @@ def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool) -> Ref
         [],
         empty,
         start,
+        dtype,
     )
 
 
@@ -114,6 +113,7 @@ def _save(ref: Reference, path) -> None:
         "agreement_ids": ref.agreement_ids,
         "sentences": ref.sentences,
         "start": ref.start,
+        "dtype": ref.dtype,
     }
     arrays = {f"logits_{i}": a for i, a in enumerate(ref.logits)}
     np.savez(
@@ -143,4 +143,5 @@ def _load(path: Path) -> Reference | None:
             sentences=meta["sentences"],
             embeddings=data["embeddings"],
             start=meta["start"],
+            dtype=meta.get("dtype", "float32"),
         )

@@ -42,10 +42,12 @@ class TaskReference:
 def reference_tasks(model_dir: Path, tasks: TaskSet, cache: Path | None, trust=False):
     """The reference's answers to `tasks`, from the cache when computed before."""
     from ..cache import content_key
+    from .reference_model import dtype_of, key_suffix
 
     path = None
     if cache is not None:
-        key = f"{content_key(model_dir)}-tasks-{tasks.sha256[:16]}-v{VERSION}"
+        suffix = key_suffix(dtype_of(model_dir))
+        key = f"{content_key(model_dir)}-tasks-{tasks.sha256[:16]}-v{VERSION}{suffix}"
         path = Path(cache) / "references" / f"{key}.json"
         if path.is_file():
             data = json.loads(path.read_text())
@@ -59,15 +61,14 @@ def reference_tasks(model_dir: Path, tasks: TaskSet, cache: Path | None, trust=F
 
 def _compute(model_dir: Path, tasks: TaskSet, trust: bool) -> TaskReference:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from ..bundle.kit import devicekit
     from .reference import start_ids
+    from .reference_model import dtype_of, load
 
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, trust_remote_code=trust
-    ).eval()
+    model = load(model_dir, dtype_of(model_dir), trust)
     begin = start_ids(tok)
     eos = devicekit().eos_token_ids(str(model_dir))
     encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731

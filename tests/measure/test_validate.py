@@ -107,3 +107,17 @@ def test_a_confident_quantized_model_is_still_judged_by_top1():
     assert figures["confident_positions"] > 0 and figures["top1_agreement_confident"] == 1.0
     with pytest.raises(ValidationError, match="top-1 agreement"):
         validate(QuantizedRunner(ref, wrong=True), ref, bits=8)
+
+
+def test_a_float_export_is_held_to_the_bf16_tolerance_against_a_bf16_reference():
+    # an fp16 export 1.5 logits from the reference: too far from an fp32 reference, within
+    # what bfloat16 itself moves logits (edgepack.measure.reference_model)
+    ref = reference(0.1)
+    shifted = Runner(ref, shift=1.5 / 7)
+    with pytest.raises(ValidationError, match="differ by"):
+        validate(shifted, ref, bits=16)
+    ref.dtype = "bfloat16"
+    figures = validate(shifted, ref, bits=16)
+    assert figures["logits_tolerance"] == 2.0 and figures["reference_dtype"] == "bfloat16"
+    with pytest.raises(ValidationError, match="differ by"):
+        validate(Runner(ref, shift=2.5 / 7), ref, bits=16)
