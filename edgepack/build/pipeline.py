@@ -39,6 +39,7 @@ from ..model.facts import ModelFacts
 from ..plan.planner import plan
 from ..plan.speed_calibration import device_prediction, host_factors, host_machine, record
 from ..progress import Steps
+from .host_memory import check_memory
 from .selection import Trial, choose, gate_message, interval_text, mixed_fallback, select
 from .settings import runtime_settings
 from .space import check_space
@@ -164,6 +165,7 @@ def build(
             check_supported(source.facts, c.format)
         todo.append((source, profile, p, picked, forced))
     check_space(todo, Path(out), Path(cache), cal_text)  # before anything is written
+    check_memory(todo)  # and before a stage this machine could not hold
 
     text_name, text = eval_text(eval_data)
     for source in [main, *students.values()]:

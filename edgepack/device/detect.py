@@ -68,12 +68,26 @@ def allowed_cores() -> tuple[set[int] | None, int, str]:
 
 
 def memory_limit() -> int | None:
-    """A cgroup (container) memory limit, if one is set."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        value = read_text(path).strip()
-        if value.isdigit():
-            return int(value)
-    return None
+    """The tightest cgroup (container) memory limit over this process's cgroup and the ones
+    above it (cgroup v2's memory.max, v1's memory.limit_in_bytes), if one is set."""
+    limits = []
+    for line in read_text("/proc/self/cgroup").splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: one hierarchy
+            root, name = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        here = root / path.strip().lstrip("/")
+        while True:
+            value = read_text(str(here / name)).strip()
+            if value.isdigit():
+                limits.append(int(value))
+            if here == root or root not in here.parents:
+                break
+            here = here.parent
+    return min(limits) if limits else None
 
 
 def host_memory() -> tuple[int, int | None]:

@@ -28,6 +28,7 @@ from ..cache import content_key as model_key
 from ..cache import locked, write_atomic
 from ..measure import calibration_text as cal
 from ..model.facts import ModelFacts
+from . import isolated
 from .base import Artifact, Progress, exporter
 from .registry import resolve
 
@@ -78,7 +79,13 @@ def _export_entry(model_dir, facts, module, precision, root, name, progress, cal
     work = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-export-", dir=root))
     try:
         kwargs = {"calibration": calibration} if precision.calibration != "none" else {}
-        artifact = module.export(model_dir, facts, precision, work / "out", progress, **kwargs)
+        if fmt in isolated.IN_CHILD:  # the model is loaded in a child, not in this process
+            artifact = isolated.export(
+                fmt, model_dir, facts, precision.name, work / "out", progress,
+                calibration, with_calibration=bool(kwargs),
+            )  # fmt: skip
+        else:
+            artifact = module.export(model_dir, facts, precision, work / "out", progress, **kwargs)
         (work / "out").rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,8 @@
 """The PyTorch model every reference runs (validation, perplexity, task answers): loaded in
 float32 where that is small, in bfloat16 where float32 would hold twice the checkpoint.
 
-A model whose float32 weights take more than FP32_MAX_BYTES (a 0.5B model) is loaded in
+A model whose float32 weights take more than FP32_REFERENCE_MAX_BYTES (a 0.5B model: the rule
+is edgepack.model.facts.reference_dtype, which the planner reads too) is loaded in
 bfloat16 for its references: a 7B model's float32 copy (28 GB) does not fit the machines
 people build on, its bfloat16 copy (14 GB) does, and the build's own peak stays within 1.5x
 the bf16 checkpoint (tools/build_memory.py measures it).
@@ -19,12 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FP32_MAX_BYTES = 2 * 10**9  # float32 weights above this: the reference runs in bfloat16
+from ..model.facts import reference_dtype
 
-
-def reference_dtype(num_parameters: int) -> str:
-    """"float32", or "bfloat16" for a model whose float32 weights exceed FP32_MAX_BYTES."""
-    return "float32" if 4 * num_parameters <= FP32_MAX_BYTES else "bfloat16"
+__all__ = ["dtype_of", "key_suffix", "load", "reference_dtype"]
 
 
 def dtype_of(model_dir: Path) -> str:

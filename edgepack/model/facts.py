@@ -38,6 +38,16 @@ _HEAD = re.compile(r"(^|\.)(lm_head|embed_out)\.weight$")
 _LAYER = re.compile(r"\.(layers|h|layer|blocks)\.\d+\.")
 _EXPERT = re.compile(r"\.experts\.")  # routed experts (a shared_expert is not one)
 
+# float32 weights above this: the references run in bfloat16 (what that costs is measured in
+# edgepack.measure.reference_model, which loads them; the planner predicts the build's memory)
+FP32_REFERENCE_MAX_BYTES = 2 * 10**9
+
+
+def reference_dtype(num_parameters: int) -> str:
+    """The dtype a model's PyTorch references run in: "float32", or "bfloat16" where its
+    float32 weights would exceed FP32_REFERENCE_MAX_BYTES (a 0.5B model)."""
+    return "float32" if 4 * num_parameters <= FP32_REFERENCE_MAX_BYTES else "bfloat16"
+
 
 @dataclass(frozen=True)
 class ModelFacts:

@@ -18,6 +18,7 @@ from ..device.hardware import cpu_peak_ops
 from ..device.profiles import Profile
 from ..export.registry import RUNTIMES, Format, Precision
 from ..model.facts import ModelFacts
+from .build_host import build_cost
 from .memory import kv_cache_bytes, resident, stored_weights
 from .speed_fit import fitted, quant_family
 from .speed_model import Cluster, Machine, Work, batched_seconds, seconds_per_token
@@ -74,6 +75,10 @@ class Prediction:
     # caches fit the memory budget (MAX_STREAMS at most), and their tokens/s together
     streams: int = 1
     streams_tokens_per_s: float | None = None
+    # the build's own peak memory on the machine that builds it, and the stage that reaches it
+    # (edgepack.plan.build_host)
+    build_memory_bytes: int = 0
+    build_stage: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> Prediction:
@@ -186,6 +191,14 @@ def predict(
     quant_loss = precision.loss_7b * quant_factor
     quality = 1.0 / ((1 + quant_loss) * (1 + student_loss(teacher, student, training)))
 
+    building = build_cost(
+        fmt.name,
+        teacher.num_parameters,
+        parameters,
+        facts.hidden_size,
+        facts.vocab_size,
+        max(held.total_bytes, held.host_bytes),  # the build host runs it on its CPU
+    )
     return Prediction(
         memory_bytes=held.total_bytes,
         host_memory_bytes=held.host_bytes,
@@ -210,6 +223,8 @@ def predict(
         speed_basis=speed["basis"],
         streams=streams,
         streams_tokens_per_s=_round(together),
+        build_memory_bytes=building.peak_bytes,
+        build_stage=building.stage,
     )
 
 

@@ -6,14 +6,15 @@ import json
 import numpy as np
 
 from edgepack.measure import reference as r
-from edgepack.measure.reference_model import FP32_MAX_BYTES, key_suffix, reference_dtype
+from edgepack.measure.reference_model import key_suffix, reference_dtype
+from edgepack.model.facts import FP32_REFERENCE_MAX_BYTES
 
 
 def test_small_models_keep_an_fp32_reference_large_ones_run_in_bf16():
     assert reference_dtype(134_515_008) == "float32"  # the default model
     assert reference_dtype(268_098_176) == "float32"  # Gemma-3-270M
-    assert reference_dtype(FP32_MAX_BYTES // 4) == "float32"
-    assert reference_dtype(FP32_MAX_BYTES // 4 + 1) == "bfloat16"
+    assert reference_dtype(FP32_REFERENCE_MAX_BYTES // 4) == "float32"
+    assert reference_dtype(FP32_REFERENCE_MAX_BYTES // 4 + 1) == "bfloat16"
     assert reference_dtype(6_738_415_616) == "bfloat16"  # a 7B model: 27 GB in fp32
 
 

@@ -46,4 +46,5 @@ def test_the_stage_is_what_the_build_last_said():
     assert stage_of("exporting gguf q4_k_m") == "export"
     assert stage_of("validating against the fp32 reference") == "validate"
     assert stage_of("running the bundle's check.py on this host") == "check"
+    assert stage_of("laptop: gguf q4_k_m: 5/6 ████     02:50 , done     ") == "publish"
     assert stage_of("laptop: gguf q4_k_m: 0/6") is None

@@ -1,0 +1,67 @@
+"""What building a candidate costs the build host: the peak memory of its stages (pure).
+
+A build holds at most one heavy thing at a time (edgepack.build.pipeline): the PyTorch
+reference, then the exporter's child processes, then the artifact in its runtime for
+validation and quality, then the bundle's check in a child. Its peak is the largest stage,
+each being the build's own process (PROCESS_BYTES: Python with torch, transformers and the
+runtimes imported) plus what that stage holds:
+- reference: the model in its reference dtype (edgepack.model.facts.reference_dtype) and one
+  chunk's activations and logits;
+- export, per format: GGUF's converter reads tensors lazily, its importance matrix and
+  quantizer mmap the f16 GGUF (2 bytes a parameter); OpenVINO and ONNX hold the PyTorch model
+  and the graph they trace from it (EXPORT_BYTES_PER_PARAMETER);
+- validate and quality: the artifact in its runtime, as the plan predicts it on the device;
+- check: the same, in the check's own process.
+The factors are measured by tools/build_memory.py on random Llama-shaped 1B and 3B checkpoints
+(the README's table); the prediction is a sum, not a fit, so that a new format's stage shows up
+as a new term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model.facts import reference_dtype
+
+GB = 1e9
+PROCESS_BYTES = 0.9e9  # the build's own process before any model (tools/build_memory.py, 1B)
+CHILD_BYTES = 0.35e9  # a child's Python with its library (llama_cpp, gguf) imported
+CHUNK_TOKENS = 512  # the longest input a reference evaluates at once (probes, eval chunks)
+# what an export holds per parameter of the exported model, besides the build's process
+EXPORT_BYTES_PER_PARAMETER = {
+    "gguf": 2.0,  # the f16 GGUF, mmapped by the importance matrix and the quantizer
+    "openvino": 6.0,
+    "onnx": 6.0,
+    "onnx-genai": 6.0,
+}
+
+
+@dataclass(frozen=True)
+class BuildCost:
+    peak_bytes: int
+    stage: str  # the stage that reaches the peak
+    stages: dict  # stage -> bytes
+
+
+def reference_bytes(parameters: int, hidden: int, vocab: int) -> int:
+    """The reference stage: the model in its dtype, a chunk's hidden states and logits."""
+    per = 4 if reference_dtype(parameters) == "float32" else 2
+    activations = CHUNK_TOKENS * (16 * hidden + 2 * vocab) * 4
+    return int(PROCESS_BYTES + per * parameters + activations)
+
+
+def build_cost(
+    fmt: str, teacher_parameters: int, parameters: int, hidden: int, vocab: int, runtime: int
+) -> BuildCost:
+    """The build's peak on its host for a candidate of `parameters` (a student's, or the
+    model's) judged against a reference of `teacher_parameters`; runtime: the plan's predicted
+    memory of the artifact in its runtime."""
+    export = EXPORT_BYTES_PER_PARAMETER.get(fmt, 6.0) * parameters + CHILD_BYTES
+    stages = {
+        "reference": reference_bytes(teacher_parameters, hidden, vocab),
+        "export": int(PROCESS_BYTES + export),
+        "validate and quality": int(PROCESS_BYTES + runtime),
+        "check": int(PROCESS_BYTES + runtime + CHILD_BYTES),
+    }
+    stage = max(stages, key=stages.get)
+    return BuildCost(stages[stage], stage, stages)

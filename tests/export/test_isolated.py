@@ -1,0 +1,57 @@
+"""OpenVINO and ONNX exports run in a child process: the calling process never holds the model,
+and a failure in the child comes back as one error."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgepack.errors import ExportError
+from edgepack.export import isolated
+from edgepack.export.support import inspect_model
+from tests.conftest import ROOT, config_dir
+
+
+def test_a_failure_in_the_child_comes_back_as_one_export_error(tmp_path):
+    model = config_dir("smollm2-135m")
+    steps = []
+    with pytest.raises(ExportError, match="no precision 'nope'") as failed:
+        isolated.export("openvino", model, inspect_model(model), "nope", tmp_path, steps.append)
+    assert "\n" not in str(failed.value) and not steps
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+
+CODE = """
+import json, sys
+from pathlib import Path
+import torch, transformers  # what a build has imported before its exports
+from edgepack.export.export_cache import export_cached
+from edgepack.export.support import inspect_model
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+model = Path(sys.argv[1])
+before = status("VmHWM:")
+artifact = export_cached(model, inspect_model(model), "openvino", "int8", Path(sys.argv[2]), print)
+print(json.dumps({"grew": status("VmHWM:") - before, "files": len(artifact.files())}))
+"""
+
+
+@pytest.mark.integration
+def test_an_openvino_export_leaves_the_calling_process_without_the_model(default_model, tmp_path):
+    # in this process, optimum would hold the fp32 model (538 MB) and its traced graph
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", CODE, str(default_model), str(tmp_path / "cache")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["files"] > 0
+    assert result["grew"] < 150e6, result  # the model went with the child
