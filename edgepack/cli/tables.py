@@ -162,6 +162,12 @@ def plan_text(plan: Plan) -> str:
             out.append(f"        host {c.predicted.host_arithmetic}")
         out += _speed_lines(c.predicted)
         out += [f"        {r}" for r in c.reasons if r.startswith("marginal:")]
+        if c.predicted.build_memory_bytes:
+            out.append(
+                f"build   needs about {c.predicted.build_memory_bytes / 1e9:.1f} GB of memory on "
+                f"the machine that builds it (its {c.predicted.build_stage} stage) and writes "
+                f"{c.predicted.build_disk_bytes / 1e9:.1f} GB"
+            )
         if c.cost:
             out += [
                 f"cost    {cost_text(c.cost)}",

@@ -41,6 +41,14 @@ class BuildCost:
     peak_bytes: int
     stage: str  # the stage that reaches the peak
     stages: dict  # stage -> bytes
+    disk_bytes: int = 0  # what the build writes: export, bundle, tarball, GGUF's f16 base
+
+
+def build_disk_bytes(fmt: str, parameters: int, artifact_bytes: int) -> int:
+    """The export in the cache, the staged bundle, its tarball (at most the bundle: weights
+    barely compress), and for GGUF the f16 base converted first (edgepack.build.space checks
+    the same sums, less what the cache already holds, against the free space)."""
+    return int(3 * artifact_bytes + (2 * parameters if fmt == "gguf" else 0))
 
 
 def reference_bytes(parameters: int, hidden: int, vocab: int) -> int:
@@ -51,7 +59,13 @@ def reference_bytes(parameters: int, hidden: int, vocab: int) -> int:
 
 
 def build_cost(
-    fmt: str, teacher_parameters: int, parameters: int, hidden: int, vocab: int, runtime: int
+    fmt: str,
+    teacher_parameters: int,
+    parameters: int,
+    hidden: int,
+    vocab: int,
+    runtime: int,
+    artifact_bytes: int = 0,
 ) -> BuildCost:
     """The build's peak on its host for a candidate of `parameters` (a student's, or the
     model's) judged against a reference of `teacher_parameters`; runtime: the plan's predicted
@@ -64,4 +78,5 @@ def build_cost(
         "check": int(PROCESS_BYTES + runtime + CHILD_BYTES),
     }
     stage = max(stages, key=stages.get)
-    return BuildCost(stages[stage], stage, stages)
+    disk = build_disk_bytes(fmt, parameters, artifact_bytes)
+    return BuildCost(stages[stage], stage, stages, disk)

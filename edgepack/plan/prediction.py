@@ -79,6 +79,7 @@ class Prediction:
     # (edgepack.plan.build_host)
     build_memory_bytes: int = 0
     build_stage: str = ""
+    build_disk_bytes: int = 0  # what the build writes (export, bundle, tarball, f16 GGUF)
 
     @classmethod
     def from_dict(cls, data: dict) -> Prediction:
@@ -191,6 +192,7 @@ def predict(
     quant_loss = precision.loss_7b * quant_factor
     quality = 1.0 / ((1 + quant_loss) * (1 + student_loss(teacher, student, training)))
 
+    disk = int(weights * 1.01 + 5_000_000)  # + tokenizer and metadata files
     building = build_cost(
         fmt.name,
         teacher.num_parameters,
@@ -198,6 +200,7 @@ def predict(
         facts.hidden_size,
         facts.vocab_size,
         max(held.total_bytes, held.host_bytes),  # the build host runs it on its CPU
+        disk,
     )
     return Prediction(
         memory_bytes=held.total_bytes,
@@ -205,7 +208,7 @@ def predict(
         weights_bytes=weights,
         kv_cache_bytes=held.kv_cache_bytes,
         overhead_bytes=held.overhead_bytes,
-        disk_bytes=int(weights * 1.01 + 5_000_000),  # + tokenizer and metadata files
+        disk_bytes=disk,
         decode_tokens_per_s=round(decode, 2) if decode is not None else None,
         first_token_ms=round(prefill_s * 1000, 1),
         quality=round(quality, 4),
@@ -225,6 +228,7 @@ def predict(
         streams_tokens_per_s=_round(together),
         build_memory_bytes=building.peak_bytes,
         build_stage=building.stage,
+        build_disk_bytes=building.disk_bytes,
     )
 
 

@@ -25,6 +25,9 @@ def test_a_7b_gguf_build_fits_a_24_gb_machine_and_its_fp32_reference_would_not()
     assert need < 1.5 * 2 * c.predicted.parameters  # within 1.5x the bf16 checkpoint
     # an fp32 reference alone would hold 27 GB
     assert 4 * c.predicted.parameters > 24 * GB
+    # on disk: the f16 base (13.5 GB), then the export, the bundle and its tarball
+    written = 2 * c.predicted.parameters + 3 * c.predicted.disk_bytes
+    assert c.predicted.build_disk_bytes == written
 
 
 def test_each_stage_is_the_build_process_plus_what_it_holds():
