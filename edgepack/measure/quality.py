@@ -152,10 +152,9 @@ def reference_eval(
     with torch.inference_mode():
         for i, (start, end) in enumerate(parts):
             inputs = torch.tensor([begin + ids[start:end]])
-            logits = model(inputs).logits[0, len(begin) :].float().numpy()
             window = scored(start, end)
             targets = np.asarray(ids[start:end])[window.start + 1 : window.stop + 1]
-            logp = log_softmax(logits[window])
+            logp = log_softmax(_scored_logits(model, inputs, end - start, window))
             losses.append(-logp[np.arange(len(targets)), targets])
             top = top_k(logp, k)
             # seeded per chunk: a smaller size's reference is the first chunks of a larger one's
@@ -172,6 +171,19 @@ def reference_eval(
         **arrays,
         perplexity=float(np.exp(losses.mean())),
     )
+
+
+def _scored_logits(model, inputs, n: int, window: slice) -> np.ndarray:
+    """The chunk's logits at the scored positions only, float32: the head runs on the last
+    n - window.start positions (logits_to_keep), not on the whole chunk, which a 262k
+    vocabulary makes 0.5 GB for 512 tokens. A model whose forward does not take the argument
+    (remote code) computes them all."""
+    keep = n - window.start  # the scored positions and the last one, which has no target
+    try:
+        logits = model(inputs, logits_to_keep=keep).logits[0]
+    except TypeError:
+        logits = model(inputs).logits[0, -keep:]
+    return logits[: window.stop - window.start].float().numpy()
 
 
 _ARRAYS = ("nll", "top_ids", "top_logprobs", "tail_logprob", "sample_ids", "sample_logprobs")
