@@ -28,7 +28,9 @@ class Reference:
     logits: list[np.ndarray]  # decoder: [len, vocab] fp32 logits per input
     agreement_ids: list[int]  # decoder: ids of AGREEMENT_TEXT
     agreement_top1: np.ndarray  # decoder: reference argmax at each position
-    agreement_logits: np.ndarray  # decoder: [len, vocab] reference logits of AGREEMENT_TEXT
+    # decoder: [len, vocab] reference logits of AGREEMENT_TEXT, float16: they are only compared
+    # (a 262k vocabulary makes them 0.24 GB in float32); top-1 comes from float32
+    agreement_logits: np.ndarray
     sentences: list[str]  # encoder
     embeddings: np.ndarray  # encoder: [n, hidden]
     start: list[int] = field(default_factory=list)  # decoder: ids a fresh context begins with
@@ -98,7 +100,7 @@ def _compute(model_dir: Path, facts: ModelFacts, trust_remote_code: bool, dtype:
         logits,
         agreement_ids,
         agreement_logits.argmax(-1),
-        agreement_logits,
+        agreement_logits.astype(np.float16),
         [],
         empty,
         start,

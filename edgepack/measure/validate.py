@@ -103,7 +103,7 @@ def validate(runner, ref: Reference, bits: int) -> dict:
             problems.append(f"top-1 agreement {top1:.3f} < {FLOAT_TOP1_FLOOR} where confident")
     else:
         floor = AGREEMENT_FLOOR[min(AGREEMENT_FLOOR, key=lambda b: abs(b - bits))]
-        expected = ref.agreement_logits
+        expected = ref.agreement_logits.astype(np.float32)  # stored in float16
         got = np.asarray(runner.logits(ref.agreement_ids), dtype=np.float32)
         same = got.argmax(-1) == ref.agreement_top1
         mask = confident_positions(expected)
