@@ -2,7 +2,7 @@
 
 Flow per target: plan(facts, profile) -> the chosen candidate (or the --format/--precision
 override) -> export (shared between targets that chose the same variant) -> validation against
-the PyTorch fp32 reference (fatal) -> golden outputs -> bundle in a staging directory -> the
+the PyTorch reference (fatal) -> golden outputs -> bundle in a staging directory -> the
 bundle's own check.py in a subprocess on this host -> recorded in the manifest -> atomic rename
 and tarball.
 """
@@ -351,7 +351,7 @@ def _task_reference(model_dir, tasks, cache, trust, profiles):
     ref = reference_tasks(model_dir, tasks, cache, trust)
     if not any(ref.correct) and any(p.budget.quality_metric == "tasks" for p in profiles):
         raise EdgepackError(
-            f"the fp32 reference answers none of the {len(ref.correct)} tasks of {tasks.name} "
+            f"the reference answers none of the {len(ref.correct)} tasks of {tasks.name} "
             "right, so task accuracy has no retention to judge; give tasks the model can do, "
             'or judge perplexity (budget.quality_metric = "perplexity")'
         )

@@ -1,4 +1,5 @@
-"""Quality measured in the target runtime, against the PyTorch fp32 reference.
+"""Quality measured in the target runtime, against the PyTorch reference (fp32, or bf16 for a
+large model).
 
 The evaluation text is WikiText-2's test split (shipped with its licence in
 edgepack/data/wikitext-2/, name "wikitext-2-test"), so that figures compare with the ones
