@@ -103,7 +103,7 @@ def _name(pid: int) -> str:
 
 
 class Sampler:
-    """Samples a process tree while it runs; stage() moves samples to a new stage."""
+    """Samples a process tree while it runs; set_stage() files later samples under a new stage."""
 
     def __init__(self, pid: int):
         self.pid, self.stage, self.began = pid, "reference", time.monotonic()
