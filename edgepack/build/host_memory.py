@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ..device.detect import host_memory
+from ..device.detect import available_memory, host_memory
 from ..errors import EdgepackError
 from ..liblog import say
 
@@ -33,7 +33,7 @@ def check_memory(todo, ram: int | None = None, available: int | None = None) -> 
         total, limit = host_memory()
         ram = limit or total
     if available is None:
-        available = _available()
+        available = available_memory()
     needs = {}
     for _source, profile, plan, picked, _forced in todo:
         for c in picked:
@@ -66,13 +66,3 @@ def _refusal(target: str, c, plan, ram: int) -> str:
         + f"build on a machine with at least {machine} GB"
     )
 
-
-def _available() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None

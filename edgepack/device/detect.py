@@ -97,6 +97,14 @@ def host_memory() -> tuple[int, int | None]:
     return ram, limit if limit is not None and limit < ram else None
 
 
+def available_memory() -> int | None:
+    """What the kernel says is available now (MemAvailable: free plus reclaimable cache)."""
+    for line in read_text("/proc/meminfo").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def probe_bandwidth(threads: int, size: int = PROBE_BYTES, repetitions: int = PROBE_REPETITIONS):
     """Read a large array with one thread per core, each summing its own slice (numpy releases
     the GIL while it sums), then with one thread; the best of several repetitions, so a busy
