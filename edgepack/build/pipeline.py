@@ -36,6 +36,7 @@ from ..measure.task_scoring import score as score_tasks
 from ..measure.validate import validate
 from ..model.default import model_name
 from ..model.facts import ModelFacts
+from ..model.weight_grid import describe
 from ..plan.planner import plan
 from ..plan.speed_calibration import device_prediction, host_factors, host_machine, record
 from ..progress import Steps
@@ -166,6 +167,8 @@ def build(
         todo.append((source, profile, p, picked, forced))
     check_space(todo, Path(out), Path(cache), cal_text)  # before anything is written
     check_memory(todo)  # and before a stage this machine could not hold
+    if grid := describe(facts.weight_grid):
+        say(f"note: the weights of {model_name(str(model_dir))} are {grid}")
 
     text_name, text = eval_text(eval_data)
     for source in [main, *students.values()]:

@@ -180,6 +180,7 @@ def _source(model_dir: Path, facts: ModelFacts) -> dict:
         "path": str(model_dir),
         "architecture": facts.architecture,
         "num_parameters": facts.num_parameters,
+        "weight_grid": {str(bits): share for bits, share in facts.weight_grid},
         "weights_sha256": digest.hexdigest(),
         "weight_files": [p.name for p in weights],
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..device.profiles import Profile
 from ..model.facts import ModelFacts
+from ..model.weight_grid import describe
 from ..plan.cost import cost_text
 from ..plan.planner import GB, Candidate, Plan
 
@@ -52,6 +53,12 @@ def targets_table(profiles: list[Profile]) -> str:
     return _table(header, rows)
 
 
+def _values(f: ModelFacts) -> str:
+    if f.weights != "safetensors":
+        return "not read"
+    return describe(f.weight_grid) or "continuous (on no quantization grid)"
+
+
 def facts_text(f: ModelFacts) -> str:
     source = {
         "safetensors": "exact, from safetensors headers",
@@ -75,6 +82,7 @@ def facts_text(f: ModelFacts) -> str:
         ("  transformer blocks", f"{f.layer_parameters:,}"),
         ("dtype", f.dtype),
         ("weights", f.weights),
+        ("weight values", _values(f)),
         ("size on disk", f"{f.disk_bytes / 1e6:,.1f} MB"),
     ]
     if f.num_experts:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .config import count_from_config, shape_from_config
+from .weight_grid import weight_grid
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MAX_HEADER_BYTES = 100_000_000
@@ -80,6 +81,9 @@ class ModelFacts:
     sliding_window: int = 0  # tokens a sliding-window layer attends to; 0 when none
     sliding_layers: int = 0  # layers that attend within the window
     unsupported: tuple[tuple[str, str], ...] = ()  # (format, why it does not support the model)
+    # (bits, share of the weights) of the quantization grids the weights already lie on (a
+    # dequantized quantized checkpoint: edgepack.model.weight_grid); empty when continuous
+    weight_grid: tuple[tuple[int, float], ...] = ()
 
     @property
     def active_parameters(self) -> int:
@@ -102,6 +106,7 @@ class ModelFacts:
         data = asdict(self)
         data["formats"] = list(self.formats)
         data["unsupported"] = dict(self.unsupported)
+        data["weight_grid"] = {str(bits): share for bits, share in self.weight_grid}
         data["other_parameters"] = self.other_parameters
         data["active_parameters"] = self.active_parameters
         return data
@@ -111,6 +116,8 @@ class ModelFacts:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["formats"] = tuple(fields["formats"])
         fields["unsupported"] = tuple(dict(fields.get("unsupported") or {}).items())
+        grid = dict(fields.get("weight_grid") or {})
+        fields["weight_grid"] = tuple((int(bits), share) for bits, share in grid.items())
         return cls(**fields)
 
 
@@ -169,6 +176,7 @@ def read_facts(
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
     disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    grid = weight_grid(root)["shares"] if safetensors_files else {}
     return ModelFacts(
         path=str(root.resolve()),
         parameters_source=source,
@@ -178,6 +186,7 @@ def read_facts(
         formats=(),  # the exporters' word: edgepack.support.inspect_model fills both
         unsupported=(),
         remote_code=remote_code,
+        weight_grid=tuple((bits, share) for bits, share in grid.items() if bits and share >= 0.01),
         **shape,
         **counts,
     )
