@@ -114,3 +114,6 @@ def test_builds_and_passes_its_check(gemma3_model, tmp_path, fmt, precision):
     (row,) = manifest["candidates_measured"]
     # the runtime against the fp32 reference on WikiText-2, both beginning with <bos>
     assert row["measured"]["retention"] > 0.9, row
+    # a dequantized Q4_K_M: the build says its weights are on grids, the manifest records them
+    assert "weights of gemma-3-270m" in r.stderr and "8-bit 63%" in r.stderr, r.stderr[-2000:]
+    assert set(manifest["source_model"]["weight_grid"]) == {"4", "5", "6", "8"}
