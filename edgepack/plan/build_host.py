@@ -36,7 +36,7 @@ EXPORT_BYTES_PER_PARAMETER = {
     # the f16 GGUF, mmapped by the importance matrix (its process 2.50 GB) and the quantizer
     "gguf": 2.0,
     # optimum-intel loads the checkpoint in bf16 and traces it, NNCF compresses the graph
-    # (its child process 4.13 GB; 10.00 GB for a 3B model)
+    # (its child process 4.13 GB; 8.97 and 9.65 GB in two runs of a 3B model)
     "openvino": 3.3,
     # optimum's ONNX exporter traces the model in float32 and serialises it, then ONNX
     # Runtime's quantizer loads the fp32 graph (its child process 11.77 GB)
