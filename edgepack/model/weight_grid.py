@@ -8,7 +8,7 @@ says little about what that scheme costs on the original weights. Measured: the 
 model is SmolLM2-135M dequantized from Q4_1, and ONNX Runtime's HQQ 4-bit (block 32, a float
 zero point) rebuilds its down_proj weights with a relative error of 0.2 % (round-to-nearest with
 an integer zero point: 8.1 %); with the head in 8 bits and the embedding in fp32, WikiText-2
-retention 0.999 (round-to-nearest: 0.818). On Gemma-3-270M, dequantized from Q4_K_M (most rows
+retention 0.999 (round-to-nearest, int8 activations: 0.818). On Gemma-3-270M, from Q4_K_M (most rows
 on 5- and 8-bit grids, which 4 bits cannot land on), the same pair keeps 0.725 and 0.684.
 
 The test, per block of 16 consecutive weights along a row (GGUF's blocks run along the input
