@@ -19,8 +19,9 @@ multiples of one step; bf16 ones span thousands of steps). A tensor is on a grid
 90 % of its sampled blocks are; its bits are those of the 90th percentile of their levels.
 Stored as fp32 (what dequantizing writes) a grid of up to 8 bits is told; as fp16, up to 5 bits;
 as bf16, up to 4 (tests/model/test_weight_grid.py): the storage's rounding blurs finer ones.
-Reads 48 blocks per tensor, in runs of 8 side by side, through a memory map: a few pages per
-tensor, never a whole checkpoint. numpy only.
+Reads 48 blocks per tensor, in runs of 8 side by side, with plain reads (a memory map's pages
+would count in the caller's resident memory): a few pages per tensor, never a whole checkpoint.
+numpy only.
 """
 
 from __future__ import annotations
@@ -129,35 +130,40 @@ def describe(grid: tuple[tuple[int, float], ...]) -> str | None:
 
 
 def _matrices(file: Path):
-    """(name, dtype, memory-mapped 2-D array read as floats) for each large 2-D float tensor."""
-    import numpy as np
-
+    """(name, dtype, a 2-D array read as floats) for each large 2-D float tensor: rows are read
+    from the file when sliced (reads, not a memory map, whose mapped pages would count in the
+    process's resident memory)."""
     with open(file, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(length))
-    base = 8 + length
-    data = np.memmap(file, dtype=np.uint8, mode="r")
-    for name, entry in header.items():
-        if name == "__metadata__" or entry.get("dtype") not in _NUMPY:
-            continue
-        shape = entry.get("shape") or []
-        if len(shape) != 2 or shape[0] * shape[1] < MIN_ELEMENTS:
-            continue
-        start, end = entry["data_offsets"]
-        raw = data[base + start : base + end].view(_NUMPY[entry["dtype"]]).reshape(shape)
-        yield name, entry["dtype"], _Bf16(raw) if entry["dtype"] == "BF16" else raw
+        for name, entry in header.items():
+            if name == "__metadata__" or entry.get("dtype") not in _NUMPY:
+                continue
+            shape = entry.get("shape") or []
+            if len(shape) != 2 or shape[0] * shape[1] < MIN_ELEMENTS:
+                continue
+            offset = 8 + length + entry["data_offsets"][0]
+            yield name, entry["dtype"], _Rows(fh, offset, tuple(shape), entry["dtype"])
 
 
-class _Bf16:
-    """A bf16 matrix read as float32 row slices, without converting the whole tensor."""
+class _Rows:
+    """A stored 2-D tensor whose `[row, a:b]` slices are read from the file as float32."""
 
-    def __init__(self, raw):
-        self.raw, self.shape, self.size = raw, raw.shape, raw.size
+    def __init__(self, fh, offset: int, shape: tuple[int, int], dtype: str):
+        self.fh, self.offset, self.shape, self.dtype = fh, offset, shape, dtype
+        self.size = shape[0] * shape[1]
 
     def __getitem__(self, index):
         import numpy as np
 
-        return (np.asarray(self.raw[index]).astype(np.uint32) << 16).view(np.float32)
+        row, cols = index
+        item = np.dtype(_NUMPY[self.dtype])
+        self.fh.seek(self.offset + (row * self.shape[1] + cols.start) * item.itemsize)
+        count = cols.stop - cols.start
+        raw = np.frombuffer(self.fh.read(count * item.itemsize), dtype=item, count=count)
+        if self.dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw.astype(np.float32)
 
 
 def _seed(name: str) -> int:
