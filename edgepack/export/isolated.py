@@ -26,9 +26,12 @@ from pathlib import Path
 from .. import errors
 from ..errors import EdgepackError, ExportError
 from ..model.facts import ModelFacts
-from .base import Artifact, Progress
+from .base import Artifact, Progress, exporter
 
 IN_CHILD = frozenset({"openvino", "onnx"})  # exporters that would load the model in-process
+# the pid of the process the child exports for: what an exporter keeps between exports (ONNX's
+# fp32 base) lives as long as that process, not as long as one child
+OWNER_ENV = "EDGEPACK_EXPORT_OWNER"
 
 
 def export(
@@ -41,7 +44,9 @@ def export(
     calibration: str | None = None,
     with_calibration: bool = False,
 ) -> Artifact:
-    """format_name's export of model_dir into out, run in a child process."""
+    """format_name's export of model_dir into out, run in a child process. The exporter module
+    is imported here too, so that its exit hook removes what it keeps for this process."""
+    exporter(format_name)
     with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp:
         spec = {
             "format": format_name,
@@ -58,7 +63,7 @@ def export(
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         read, write = os.pipe()
         cmd = [sys.executable, "-m", "edgepack.export.isolated", str(Path(tmp) / "spec.json")]
-        env = {**os.environ, "EDGEPACK_EXPORT_FD": str(write)}
+        env = {**os.environ, "EDGEPACK_EXPORT_FD": str(write), OWNER_ENV: str(os.getpid())}
         try:
             proc = subprocess.Popen(cmd, pass_fds=(write,), env=env)
         finally:
@@ -92,7 +97,6 @@ def export(
 
 
 def _child(spec_path: str) -> int:
-    from .base import exporter
     from .registry import resolve
 
     channel = os.fdopen(int(os.environ["EDGEPACK_EXPORT_FD"]), "w", buffering=1, encoding="utf-8")

@@ -39,15 +39,21 @@ the embedding) is not a constant MatMul weight and stays fp32.
 Every artifact is saved as model.onnx plus its weights in model.onnx_data (ONNX external data,
 the name optimum uses), so models over the 2 GB protobuf limit work the same way.
 
-The fp32 optimum export is the slow step: it is kept for the life of the process (one model at
-a time, in <edgepack cache>/work/.edgepack-onnx-base-PID-*) and reused as the base of every
-precision; it is deleted when another model's base replaces it and at process exit, and a killed
-process's leftover is removed by the next export.
+The fp32 optimum export is the slow step (about 20 s of the default model's 22-26 s export): it
+is kept for the life of the process that asked for the export, its owner, and reused as the base
+of every precision. The export runs in a child process (edgepack.export.isolated), which names
+its parent as the owner (OWNER_ENV), so the base outlives each child: one model at a time, in
+<edgepack cache>/work/.edgepack-onnx-base-OWNERPID-KEY, written under a temporary name and
+renamed when complete; it is deleted when another model's base replaces it and when the owner
+exits (this module's exit hook, registered in the owner because it imports this module), and a
+killed owner's leftover is removed by the next export.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -60,6 +66,7 @@ from ..errors import ExportError, UnsupportedModelError
 from ..measure import calibration_text as cal
 from ..model.facts import ModelFacts
 from .base import Artifact, Progress, check_supported
+from .isolated import OWNER_ENV  # the pid whose life keeps the base (default: this process)
 from .onnx_quantize import convert_data_free
 from .onnx_static import static_int8
 from .registry import FORMATS, Precision
@@ -76,9 +83,8 @@ TOKENIZER_FILES = (
 CONFIG_FILES = ("config.json", "generation_config.json")
 TASKS = {"decoder": "text-generation-with-past", "encoder": "feature-extraction"}
 WEIGHT_OPS = ("MatMul", "Gemm", "Gather")
-BASE_PREFIX = ".edgepack-onnx-base-"  # + pid: the kept fp32 export of a running process
-# model key -> (directory holding the fp32 optimum export, seconds it took); one entry at a time
-_BASES: dict[tuple[str, str], tuple[Path, float]] = {}
+BASE_PREFIX = ".edgepack-onnx-base-"  # + owner pid + model key: the kept fp32 export
+BASE_RECORD = "edgepack-base.json"  # in a complete base: how long its export took
 
 
 def check(facts: ModelFacts, precision: Precision) -> None:
@@ -145,43 +151,54 @@ def export(
 
 
 def clear_cache() -> None:
-    """Delete the kept fp32 exports (also done at process exit)."""
-    while _BASES:
-        _, (path, _) = _BASES.popitem()
-        shutil.rmtree(path, ignore_errors=True)
+    """Delete the fp32 exports this process owns (also done at process exit)."""
+    _remove_bases(os.getpid())
 
 
 atexit.register(clear_cache)
 
 
-def _work_dir() -> Path:
-    """A directory for the kept fp32 export under edgepack's cache (the caller's output
+def _owner() -> int:
+    value = os.environ.get(OWNER_ENV, "")
+    return int(value) if value.isdigit() else os.getpid()
+
+
+def _remove_bases(owner: int, keep: Path | None = None) -> None:
+    work = cache_root() / "work"
+    for path in work.glob(f"{BASE_PREFIX}{owner}-*"):
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _base_dir(model_dir: Path) -> Path:
+    """Where the owner's base of model_dir lives, under edgepack's cache (the caller's output
     directory may be a staging directory that is removed after each export); leftovers of
-    killed processes are removed first."""
+    killed owners are removed first."""
     work = cache_root() / "work"
     work.mkdir(parents=True, exist_ok=True)
     for path in work.glob(f"{BASE_PREFIX}*"):
         pid = path.name.removeprefix(BASE_PREFIX).split("-")[0]
         if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{BASE_PREFIX}{os.getpid()}-", dir=work))
+    where = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:8]
+    return work / f"{BASE_PREFIX}{_owner()}-{content_key(model_dir)}-{where}"
 
 
 def _base_export(model_dir: Path, facts: ModelFacts, progress: Progress) -> tuple[Path, dict]:
-    """The fp32 optimum export of model_dir, from this process's cache when it is there."""
-    key = (str(model_dir.resolve()), content_key(model_dir))
+    """The fp32 optimum export of model_dir, the owner's kept one when it is there."""
     task = TASKS[facts.kind]
     details = {"task": task, "exporter": "optimum.exporters.onnx.main_export"}
-    cached, seconds = _BASES.get(key, (None, 0.0))
-    if cached is not None and (cached / MODEL_FILE).is_file():
-        progress(f"reusing this session's fp32 ONNX export of {model_dir.name}")
-        return cached, details | _opset(cached / MODEL_FILE) | {
+    base = _base_dir(model_dir)
+    if (base / BASE_RECORD).is_file() and (base / MODEL_FILE).is_file():
+        progress(f"reusing this build's fp32 ONNX export of {model_dir.name}")
+        seconds = json.loads((base / BASE_RECORD).read_text())["export_s"]
+        return base, details | _opset(base / MODEL_FILE) | {
             "base_export_s": seconds,
             "base_reused": True,
         }
-    clear_cache()
+    _remove_bases(_owner())  # one model's base at a time
     start = time.perf_counter()
-    tmp = _work_dir()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{base.name}-partial-", dir=base.parent))
     progress(f"exporting {model_dir.name} to ONNX with optimum ({task}), fp32")
     try:
         from optimum.exporters.onnx import main_export
@@ -213,9 +230,10 @@ def _base_export(model_dir: Path, facts: ModelFacts, progress: Progress) -> tupl
             f"(it wrote: {produced}); edgepack needs one model with the KV cache in and out"
         )
     seconds = round(time.perf_counter() - start, 1)
-    _BASES[key] = (tmp, seconds)
+    (tmp / BASE_RECORD).write_text(json.dumps({"export_s": seconds}))
+    tmp.rename(base)
     details |= {"base_export_s": seconds, "base_reused": False}
-    return tmp, details | _opset(tmp / MODEL_FILE)
+    return base, details | _opset(base / MODEL_FILE)
 
 
 def _convert(
