@@ -23,7 +23,6 @@ def test_a_failure_in_the_child_comes_back_as_one_export_error(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-
 CODE = """
 import json, sys
 from pathlib import Path
