@@ -21,15 +21,16 @@ Stored as fp32 (what dequantizing writes) a grid of up to 8 bits is told; as fp1
 as bf16, up to 4 (tests/model/test_weight_grid.py): the storage's rounding blurs finer ones.
 Reads 48 blocks per tensor, in runs of 8 side by side, with plain reads (a memory map's pages
 would count in the caller's resident memory): a few pages per tensor, never a whole checkpoint.
-numpy only.
+numpy and the header reader (edgepack.model.safetensors_header) only.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from pathlib import Path
+
+from ..errors import ModelError
+from . import safetensors_header
 
 BLOCK = 16
 BLOCKS_PER_TENSOR = 48
@@ -108,7 +109,7 @@ def weight_grid(model_dir: str | Path) -> dict:
                 bits = tensor_grid_bits(matrix, dtype, seed=_seed(name))
                 counts[bits] = counts.get(bits, 0) + matrix.size
                 tensors += 1
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, ModelError):
         return {"shares": {}, "tensors": 0}  # unreadable weights are read_facts' to report
     total = sum(counts.values()) or 1
     shares = {bits: round(n / total, 4) for bits, n in sorted(counts.items())}
@@ -133,17 +134,13 @@ def _matrices(file: Path):
     """(name, dtype, a 2-D array read as floats) for each large 2-D float tensor: rows are read
     from the file when sliced (reads, not a memory map, whose mapped pages would count in the
     process's resident memory)."""
+    tensors = safetensors_header.read(file)
     with open(file, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-        for name, entry in header.items():
-            if name == "__metadata__" or entry.get("dtype") not in _NUMPY:
+        for name, tensor in tensors.items():
+            shape = tensor.shape
+            if tensor.dtype not in _NUMPY or len(shape) != 2 or shape[0] * shape[1] < MIN_ELEMENTS:
                 continue
-            shape = entry.get("shape") or []
-            if len(shape) != 2 or shape[0] * shape[1] < MIN_ELEMENTS:
-                continue
-            offset = 8 + length + entry["data_offsets"][0]
-            yield name, entry["dtype"], _Rows(fh, offset, tuple(shape), entry["dtype"])
+            yield name, tensor.dtype, _Rows(fh, tensor.offset, shape, tensor.dtype)
 
 
 class _Rows:
