@@ -17,9 +17,13 @@ reuse it, as a second build would. A checkpoint already in --work is reused.
 While a build runs, every process of its tree is sampled every SAMPLE_S seconds from /proc:
 the tree's summed resident memory (VmRSS, file-backed pages of mmapped weights included, as
 GNU time counts them) and each child's own high-water mark (VmHWM, which sampling cannot
-miss). The stage is what the build last said on stderr (STAGES); the reference is everything
-before the first export. For each stage it prints the wall seconds, the peak of the tree, that
-peak against the checkpoint's bf16 bytes, and the process that held the most, with its peak.
+miss). A page two processes share (a forked child's, a file both map) counts in each one's
+VmRSS, so the tree's proportional set size (Pss from /proc/PID/smaps_rollup, each shared page
+divided among its sharers) is summed beside it, and the JSON keeps the processes of each
+stage's peak sample. The stage is what the build last said on stderr (STAGES); the reference is
+everything before the first export. For each stage it prints the wall seconds, the peak of the
+tree (and of its Pss), that peak against the checkpoint's bf16 bytes, and the process that held
+the most, with its peak.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ def _status(pid: int) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _tree(root: int) -> dict[int, str]:
@@ -119,7 +134,15 @@ class Sampler:
             self.stages[self.stage]["wall_s"] += now - self.began
         self.stage, self.began = stage, now
         self.stages.setdefault(
-            stage, {"wall_s": 0.0, "tree_peak_bytes": 0, "process": "", "process_peak_bytes": 0}
+            stage,
+            {
+                "wall_s": 0.0,
+                "tree_peak_bytes": 0,
+                "tree_pss_peak_bytes": 0,
+                "tree_at_peak": [],
+                "process": "",
+                "process_peak_bytes": 0,
+            },
         )
 
     def set_stage(self, stage: str) -> None:
@@ -129,16 +152,21 @@ class Sampler:
     def _run(self) -> None:
         while not self.done.is_set():
             record = self.stages[self.stage]
-            total = 0
+            total = pss = 0
+            members = []
             for pid, name in _tree(self.pid).items():
                 status = _status(pid)
                 total += status.get("VmRSS", 0)
+                pss += _pss(pid)
+                members.append([name, pid, status.get("VmRSS", 0)])
                 # a child's own high-water mark belongs to the stage it ran in; the build's own
                 # process keeps its mark for life, so its current RSS is what a stage shows
                 own = status.get("VmHWM" if pid != self.pid else "VmRSS", 0)
                 if own > record["process_peak_bytes"]:
                     record["process"], record["process_peak_bytes"] = name, own
-            record["tree_peak_bytes"] = max(record["tree_peak_bytes"], total)
+            if total > record["tree_peak_bytes"]:
+                record["tree_peak_bytes"], record["tree_at_peak"] = total, members
+            record["tree_pss_peak_bytes"] = max(record["tree_pss_peak_bytes"], pss)
             self.done.wait(SAMPLE_S)
 
     def stop(self) -> dict[str, dict]:
@@ -222,26 +250,31 @@ def build(model: Path, candidate: str, work: Path, eval_tokens: int, logfile):
     return result
 
 
+def _gb(value: int | None) -> str:
+    return f"{value / 1e9:.2f}" if value else "-"
+
+
 def table(doc: dict) -> str:
     bf16 = doc["bf16_bytes"]
     lines = [
         f"{doc['shape']}: {doc['parameters']:,} parameters, bf16 checkpoint {bf16 / 1e9:.2f} GB; "
         f"host {doc['host_ram_bytes'] / 1e9:.1f} GB RAM, {doc['cores']} cores",
-        f"{'candidate':<18}{'stage':<18}{'wall s':>8}{'peak GB':>9}{'x bf16':>8}  "
+        f"{'candidate':<18}{'stage':<18}{'wall s':>8}{'peak GB':>9}{'x bf16':>8}{'pss GB':>8}  "
         "largest process (its peak GB)",
     ]
     materialise = doc.get("materialise")
     if materialise:
         lines.append(
             f"{'-':<18}{'materialise':<18}{materialise['wall_s']:>8.0f}"
-            f"{materialise['peak_bytes'] / 1e9:>9.2f}{materialise['peak_bytes'] / bf16:>8.2f}  "
-            "random_model"
+            f"{materialise['peak_bytes'] / 1e9:>9.2f}{materialise['peak_bytes'] / bf16:>8.2f}"
+            f"{'':>8}  random_model"
         )
     for run in doc["runs"]:
         for stage, r in run["stages"].items():
             lines.append(
                 f"{run['candidate']:<18}{stage:<18}{r['wall_s']:>8.0f}"
-                f"{r['tree_peak_bytes'] / 1e9:>9.2f}{r['tree_peak_bytes'] / bf16:>8.2f}  "
+                f"{r['tree_peak_bytes'] / 1e9:>9.2f}{r['tree_peak_bytes'] / bf16:>8.2f}"
+                f"{_gb(r.get('tree_pss_peak_bytes')):>8}  "
                 f"{r['process']} ({r['process_peak_bytes'] / 1e9:.2f})"
             )
         verdict = (run.get("check") or {}).get("check", {}) or {}
