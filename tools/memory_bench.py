@@ -43,6 +43,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("EDGEPACK_CACHE", "/tmp/edgepack-test-cache")
 
 from edgepack.bundle.kit import check_module, kit_dir  # noqa: E402
+from edgepack.device.cpuinfo import detect_cpu  # noqa: E402
 from edgepack.export.registry import FORMATS, RUNTIMES  # noqa: E402
 from edgepack.export.support import inspect_model  # noqa: E402
 from edgepack.plan import memory  # noqa: E402 - after the environment is set
@@ -236,7 +237,8 @@ def measure_row(model: Path, facts, fmt: str, precision_name: str, out: Path, re
     if "cpu" not in precision.devices:
         return row | {"note": "GPU only: not measurable on a CPU host"}
     context = check_context(runtime.name, facts)
-    predicted = memory.resident(facts, precision, None, runtime, "cpu", context)
+    isa = detect_cpu(None).isa  # what decides the weights llama.cpp repacks here
+    predicted = memory.resident(facts, precision, None, runtime, "cpu", context, isa=isa)
     row |= {"context_tokens": context, "predicted": predicted.to_dict()}
     try:
         dest = out / f"{fmt}-{precision_name}"

@@ -82,7 +82,9 @@ class Trial:
     @property
     def memory(self) -> float:
         """Peak memory for ranking: measured on this host (it carries over to the device, same
-        artifact and runtime), else predicted; on a GPU the predicted VRAM."""
+        artifact and runtime, but for a tied table llama.cpp repacks on one CPU and not the
+        other, which only the plan's prediction counts: edgepack.plan.llamacpp_repack), else
+        predicted; on a GPU the predicted VRAM."""
         peak = self.measured.get("peak_rss_bytes")
         if self.candidate.device == "cpu" and peak:
             return float(peak)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from ..export.registry import KQUANT_FALLBACK_BPW, Precision, Runtime
 from ..model.facts import ModelFacts
 from . import memory_genai
+from .llamacpp_repack import Q6_K_BPW, tied_repacked
 
 GB = 1e9
 MB = 1e6
@@ -36,7 +37,6 @@ CUDA_HOST_BYTES = 800_000_000  # host RSS of the CUDA libraries a GPU runtime lo
 # what llama.cpp's quantizer writes for a k-quant matrix whose rows are not 256 wide: Q6_K ->
 # q8_0, Q5_K -> q5_1, Q4_K -> q5_0 (bits per weight with their scales)
 # (q4_0's q6_K head too: the default model's q4_0 GGUF holds token_embd.weight as q8_0)
-Q6_K_BPW = 6.5625
 KQUANT_TABLE_FALLBACK_BPW = {Q6_K_BPW: 8.5, 5.5: 6.0, 4.5: 5.5}
 # A GGUF's metadata beyond the tensors is mostly the tokenizer (tokens, scores, types, merges):
 # the default model's f16 and q8_0 files are 1.85 and 1.89 MB larger than their tensors, ~38
@@ -212,12 +212,14 @@ def resident(
     prompt_tokens: int = PROMPT_TOKENS,
     kv_element_bytes: float | None = None,
     host_expert_layers: int = 0,
+    isa: tuple[str, ...] = (),
 ) -> Memory:
     """The resident-memory breakdown of this row run by `runtime` on `device` ("cpu"/"gpu"),
     holding the KV cache of `context_tokens` tokens (in elements of `kv_element_bytes`, the
     runtime's default when None). On a GPU, the expert matrices of the first
     `host_expert_layers` blocks stay in host RAM (llama.cpp's --n-cpu-moe): llama.cpp maps the
-    GGUF and releases the ranges it copied to the GPU, so the host keeps those tensors' pages."""
+    GGUF and releases the ranges it copied to the GPU, so the host keeps those tensors' pages.
+    `isa`: the CPU's features (a profile's hardware.isa), which decide what llama.cpp repacks."""
     stored = stored_weights(facts, precision, layers, runtime.name)
     weights = stored.total
     kv_type = f", {kv_element_bytes:g} B an element" if kv_element_bytes else ""
@@ -259,7 +261,7 @@ def resident(
     element = kv_element_bytes or runtime.kv_bytes_cpu
     kv = kv_cache_bytes(facts, layers, element, context_tokens, runtime)
     model = RUNTIME_MODELS[runtime.name]
-    held = int(model.held(stored, precision, facts))
+    held = int(model.held(stored, precision, facts, isa))
     buffers = int(model.buffers(stored, precision, facts, layers, kv, prompt_tokens))
     overhead = runtime.overhead_bytes + int(tokenizer_bytes(runtime.name, facts))
     total = held + kv + buffers + overhead
@@ -292,14 +294,16 @@ def activation_bytes(facts: ModelFacts, tokens: int, kv_tokens: int) -> float:
 
 
 # -- llama.cpp ---------------------------------------------------------------------------------
-def _held_llamacpp(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
+def _held_llamacpp(stored: StoredWeights, precision: Precision, facts: ModelFacts, isa=()) -> float:
     """The kit's runner reads the GGUF into memory on a CPU (use_mmap off): every tensor is held
-    once, the q4_0 and q4_K ones the CPU backend repacks into an interleaved copy of the same
+    once, the ones the CPU backend repacks (REPACKED_TYPES) into an interleaved copy of the same
     size in its CPU_REPACK buffer instead of their own (with the file mapped, both stayed
     resident: 56.95 MiB more for the default model's q4_0 blocks; llama.cpp issues 12149 and
-    16761), and the metadata beside them."""
+    16761), and the metadata beside them. A tied matrix of a repacked type is held twice: as the
+    embedding and, repacked, as the head."""
     metadata = facts.vocab_size * GGUF_METADATA_BYTES_PER_TOKEN
-    return stored.total + metadata
+    twice = stored.embedding if stored.tied and tied_repacked(facts, precision, isa) else 0.0
+    return stored.total + metadata + twice
 
 
 def _buffers_llamacpp(stored, precision, facts, layers, kv, prompt_tokens) -> float:
@@ -312,7 +316,7 @@ def _buffers_llamacpp(stored, precision, facts, layers, kv, prompt_tokens) -> fl
 
 
 # -- OpenVINO (openvino-genai) -----------------------------------------------------------------
-def _held_openvino(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
+def _held_openvino(stored: StoredWeights, precision: Precision, facts: ModelFacts, isa=()) -> float:
     """The IR's .bin is mmap'd and every page is touched when the first inference compiles the
     weights; the CPU plugin then holds its own copy in its layout at the stored precision. With
     INFERENCE_PRECISION_HINT=f32 the activations run in f32, but fp16 weights stay fp16 (its
@@ -338,7 +342,9 @@ def _buffers_openvino(stored, precision, facts, layers, kv, prompt_tokens) -> fl
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------------
-def _held_onnxruntime(stored: StoredWeights, precision: Precision, facts: ModelFacts) -> float:
+def _held_onnxruntime(
+    stored: StoredWeights, precision: Precision, facts: ModelFacts, isa=()
+) -> float:
     """External data is mmap'd and read tensor by tensor: what stays is what the kernels
     pre-pack (ONNXRUNTIME_PACKED_BPW). The embedding Gather reads its rows from the mapping
     (only the looked-up rows are touched); a tied head is a Transpose of it, folded into a
@@ -375,7 +381,7 @@ def _buffers_onnxruntime(stored, precision, facts, layers, kv, prompt_tokens) ->
 
 @dataclass(frozen=True)
 class RuntimeMemory:
-    held: object  # (stored, precision, facts) -> bytes of weights held
+    held: object  # (stored, precision, facts, isa) -> bytes of weights held
     buffers: object  # (stored, precision, facts, layers, kv_bytes, prompt_tokens) -> bytes
 
 

@@ -33,7 +33,7 @@ FP32_HELD_FACTOR = 1.30
 LOGITS_COPIES = 3
 
 
-def held(stored, precision, facts) -> float:
+def held(stored, precision, facts, isa=()) -> float:
     if precision.block_bpw >= 16:
         return stored.total * FP32_HELD_FACTOR
     blocks = stored.blocks * held_bpw(precision.block_bpw) / precision.block_bpw

@@ -141,6 +141,7 @@ def predict(
         context,
         kv_element_bytes=kv_elem,
         host_expert_layers=in_host,
+        isa=tuple(profile.hardware.isa),
     )
 
     hw = profile.hardware

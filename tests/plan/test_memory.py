@@ -9,7 +9,7 @@ import pytest
 
 from edgepack.export.registry import FORMATS, RUNTIMES
 from edgepack.export.support import inspect_model
-from edgepack.plan import memory
+from edgepack.plan import llamacpp_repack, memory
 from tests.conftest import config_dir
 
 SMOLLM = inspect_model(config_dir("smollm2-135m"))  # 30 layers, 3 KV heads of 64, tied
@@ -97,6 +97,35 @@ def test_llamacpp_holds_the_file_once_repacked_or_not():
     for name in ("q4_0", "q4_k_m"):
         q4 = cpu(SMOLLM, "gguf", name)
         assert q4.weights_held_bytes == pytest.approx(q4.weights_bytes + metadata, abs=1)
+
+
+AVX2, ARM = ("avx2", "avx_vnni"), ("neon", "dotprod", "fp16")  # laptop's, edge-4gb's
+QWEN3 = inspect_model(config_dir("qwen3-0.6b"))  # tied, hidden 1024: k-quant tables stay k-quant
+
+
+def test_a_tied_matrix_llamacpp_repacks_is_held_twice():
+    # the embedding's row lookups read it as stored; the head reads a repacked copy
+    def extra(facts, name, isa):
+        m = cpu(facts, "gguf", name, isa=isa)
+        return m.weights_held_bytes - cpu(facts, "gguf", name).weights_held_bytes
+
+    tied = memory.stored_weights(SMOLLM, row("gguf", "iq4_nl")[0], None).embedding
+    assert extra(SMOLLM, "iq4_nl", AVX2) == pytest.approx(tied, abs=1)  # measured: 215 MB, not 199
+    assert extra(SMOLLM, "q4_1", AVX2) == extra(SMOLLM, "q4_1", ARM) == 0  # q5_1: never repacked
+    # q4_k_m's tied table: q8_0 at 576 wide (repacked on ARM only), q6_K at 1024 (ARM only)
+    assert llamacpp_repack.tied_gguf_type(SMOLLM, row("gguf", "q4_k_m")[0]) == "q8_0"
+    assert llamacpp_repack.tied_gguf_type(QWEN3, row("gguf", "q4_k_m")[0]) == "q6_K"
+    for facts in (SMOLLM, QWEN3):
+        stored = memory.stored_weights(facts, row("gguf", "q4_k_m")[0], None)
+        assert extra(facts, "q4_k_m", AVX2) == 0
+        assert extra(facts, "q4_k_m", ARM) == pytest.approx(stored.embedding, abs=1)
+    # an untied model's head is a matrix of its own: held once, repacked or not
+    assert extra(LLAMA7B, "q4_k_m", ARM) == extra(LLAMA7B, "iq4_nl", AVX2) == 0
+    # a size target's table: the ladder type its bits reach
+    from edgepack.export.registry import size_target
+
+    assert llamacpp_repack.tied_gguf_type(SMOLLM, size_target("gguf", 4.8)) == "iq4_nl"
+    assert llamacpp_repack.tied_gguf_type(SMOLLM, size_target("gguf", 6.5)) == "q5_1"
 
 
 def test_kquant_tables_fall_back_where_rows_are_not_256_wide():
