@@ -112,7 +112,9 @@ def build(model: Path, fmt: str, precision: str, context: int, dest: Path, rebui
     log(f"building {fmt} {precision}: {' '.join(cmd[1:])}")
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
     if done.returncode != 0:
-        raise RuntimeError(f"build of {fmt} {precision} failed: {done.stderr.strip()[-2000:]}")
+        # the CLI's one-line error is its last line (notes and progress come before it)
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"build of {fmt} {precision} failed: {last[-2000:]}")
     (bundle,) = json.loads(done.stdout)["bundles"]
     record.write_text(json.dumps(bundle))
     return Path(bundle["path"])
