@@ -231,7 +231,10 @@ def weight_file_bytes(bundle: Path) -> int:
     )
 
 
-def measure_row(model: Path, facts, fmt: str, precision_name: str, out: Path, rebuild: bool):
+def measure_row(
+    model: Path, facts, fmt: str, precision_name: str, out: Path, rebuild: bool, isa: tuple
+):
+    """isa: this host's CPU features, which decide the weights llama.cpp repacks here."""
     form = FORMATS[fmt]
     precision = form.precision(precision_name)
     runtime = RUNTIMES[form.runtime]
@@ -239,7 +242,6 @@ def measure_row(model: Path, facts, fmt: str, precision_name: str, out: Path, re
     if "cpu" not in precision.devices:
         return row | {"note": "GPU only: not measurable on a CPU host"}
     context = check_context(runtime.name, facts)
-    isa = detect_cpu(None).isa  # what decides the weights llama.cpp repacks here
     predicted = memory.resident(facts, precision, None, runtime, "cpu", context, isa=isa)
     row |= {"context_tokens": context, "predicted": predicted.to_dict()}
     try:
@@ -365,10 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     facts = inspect_model(model)
     out = Path(args.out) / model.name
     results = []
+    isa = detect_cpu(None).isa
     for fmt, precision in rows(args.rows):
         if fmt not in facts.formats:
             continue
-        results.append(measure_row(model, facts, fmt, precision, out, args.rebuild))
+        results.append(measure_row(model, facts, fmt, precision, out, args.rebuild, isa))
         r = results[-1]
         if "ratio" in r:
             log(

@@ -26,7 +26,8 @@
    metadata, as llama-quantize writes it. q8_0 and f16 do not use it (data-free).
    q4_k_m_mixed: q4_k_m with the first and the last block and the token embedding / output
    at q8_0 (`params.tt_overrides`, `token_embedding_type`, `output_tensor_type`). q4_1 and
-   iq4_nl set the embedding and output types too (TABLE_TYPES: block-32 types, no fallback).
+   iq4_nl set the embedding and output types too (registry.GGUF_TABLE_TYPES: block-32 types, no
+   fallback).
    A size target, bpwB, gets per-tensor types from edgepack.export.gguf_allocate as overrides.
 3. The result is checked before it is handed out: the tokenizer, its special tokens and the chat
    template must be inside the GGUF, and the file must load and run in llama.cpp in a child
@@ -57,6 +58,8 @@ from .base import Artifact, Progress, check_supported
 from .child import last_error, run, version
 from .gguf_check import CONVERTER, check_gguf
 from .registry import FORMATS, Precision, target_bpw
+from .registry import GGUF_MIXED_KEEP as MIXED_KEEP
+from .registry import GGUF_TABLE_TYPES as TABLE_TYPES
 
 FORMAT = "gguf"
 RUNTIME = "llama.cpp"
@@ -73,15 +76,9 @@ FTYPES = {
     "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
     "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
 }
-# precisions whose token embedding and output head (one matrix when tied) take the blocks' type
-# instead of llama.cpp's default for them (q6_K, q8_0 where rows are not 256 wide): block-32
-# types, which fit any row and need no fallback (FACTS.md, "4-bit methods")
-TABLE_TYPES = {"q4_1": "q5_1", "iq4_nl": "iq4_nl"}
 # a size target's file (edgepack.export.gguf_allocate): every tensor's type by override; the
 # file type names the ladder's most common step
 TARGET_FTYPE = "q4_1"
-# mixed precisions: the ggml type of the first and last block, the token embedding and output
-MIXED_KEEP = {"q4_k_m_mixed": "q8_0"}
 IMATRIX_SAMPLES = 32  # calibration windows of IMATRIX_TOKENS source-tokenizer tokens
 IMATRIX_TOKENS = 128
 IMATRIX_TIMEOUT_S = 3 * 3600

@@ -260,6 +260,12 @@ FORMATS = {
 # measured on hidden size 576: Q6_K -> q8_0, Q5_K -> q5_1 (6 bpw), Q4_K -> q5_0 (5.5 bpw); q6_k
 # keeps ffn_down (1536-wide rows) in q6_K: its blocks average 8.0 bpw (106.4 MB in the GGUF)
 KQUANT_FALLBACK_BPW = {"q6_k": 8.0, "q5_k_m": 6.0, "q4_k_m": 5.5, "q4_k_m_mixed": 5.7}
+# GGUF precisions whose token embedding and output head (one matrix when tied) take a type of
+# their own instead of llama.cpp's default for them (q6_K, q8_0 where rows are not 256 wide):
+# block-32 types, which fit any row and need no fallback (FACTS.md, "4-bit methods")
+GGUF_TABLE_TYPES = {"q4_1": "q5_1", "iq4_nl": "iq4_nl"}
+# mixed precisions: the ggml type of the first and last block, the token embedding and output
+GGUF_MIXED_KEEP = {"q4_k_m_mixed": "q8_0"}
 
 
 # Size targets: a precision named "bpw4.80" is a file of 4.80 bits per weight, its per-tensor

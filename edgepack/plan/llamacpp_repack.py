@@ -3,7 +3,7 @@ embeddings it holds twice (edgepack.plan.memory's llama.cpp model). Pure data an
 
 from __future__ import annotations
 
-from ..export.registry import Precision, target_bpw
+from ..export.registry import GGUF_MIXED_KEEP, GGUF_TABLE_TYPES, Precision, target_bpw
 from ..model.facts import ModelFacts
 
 Q6_K_BPW = 6.5625
@@ -31,14 +31,16 @@ _LADDER_BPW = ((8.5, "q8_0"), (6.0, "q5_1"), (5.0, "q4_1"), (0.0, "iq4_nl"))
 
 def tied_gguf_type(facts: ModelFacts, precision: Precision) -> str:
     """llama.cpp's type of the one matrix a tied embedding and head share in this precision's
-    GGUF (k-quants fall back where rows are not 256 wide: Q6_K to q8_0, Q5_K to q5_1, Q4_K to
-    q5_0)."""
-    bpw = precision.tied_bpw
-    target = target_bpw(precision.name)
+    GGUF: the type the export sets for it, else llama.cpp's default at its bits (k-quants fall
+    back where rows are not 256 wide: Q6_K to q8_0, Q5_K to q5_1, Q4_K to q5_0)."""
+    name = precision.name
+    explicit = GGUF_TABLE_TYPES | GGUF_MIXED_KEEP
+    if name in explicit:
+        return explicit[name]
+    target = target_bpw(name)
     if target is not None:
-        return next(name for floor, name in _LADDER_BPW if target >= floor)
-    if precision.name == "iq4_nl":
-        return "iq4_nl"
+        return next(kind for floor, kind in _LADDER_BPW if target >= floor)
+    bpw = precision.tied_bpw
     wide = facts.hidden_size % 256 == 0
     if bpw == Q6_K_BPW:
         return "q6_K" if wide else "q8_0"
@@ -46,7 +48,7 @@ def tied_gguf_type(facts: ModelFacts, precision: Precision) -> str:
         return "q5_K" if wide else "q5_1"
     if bpw == 4.5:
         return "q4_K" if wide else "q5_0"
-    return {16: "f16", 8.5: "q8_0", 6.0: "q5_1", 5.0: "q4_1"}.get(bpw, "f16")
+    return {16: "f16", 8.5: "q8_0"}.get(bpw, "f16")
 
 
 def tied_repacked(facts: ModelFacts, precision: Precision, isa) -> bool:
